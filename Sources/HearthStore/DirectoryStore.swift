@@ -1,0 +1,332 @@
+import Crypto
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An ``ObjectStore`` in a local directory: Hearth's embedded default for one machine.
+///
+/// Layout under the root: `objects/<key>` holds the objects, `tmp/` the files being
+/// written, `locks/` a fixed set of lock files. The guarantees match S3's:
+///
+/// - **Atomic**: every write goes to a private temp file that is renamed (or linked)
+///   into place, so readers see the old or the new bytes, never a mix.
+/// - **Durable**: the temp file and the directory holding the final name are fsync'd
+///   before `put` returns.
+/// - **Create-if-absent** uses `link(2)`, which fails with `EEXIST` atomically even
+///   between processes.
+/// - **Compare-and-swap** (and unconditional writes, so they serialise with it) take
+///   an `flock(2)` on one of 64 striped lock files, compare the entity tag and rename.
+///   The lock is held only across synchronous system calls, never across an `await`.
+/// - **Entity tags** are `<inode>-<mtime ns>-<size>`. Each write creates a new inode and
+///   stamps it with the real-time clock in nanoseconds (bumped past the replaced file's
+///   stamp under the lock), so the tag changes on every write without hashing bytes.
+public struct DirectoryStore: ObjectStore {
+    /// The directory holding `objects/`, `tmp/` and `locks/`.
+    public let root: URL
+    private let objectsPath: String
+    private let tmpPath: String
+    private let locksPath: String
+    private static let lockStripes = 64
+
+    /// Opens (creating if needed) a store rooted at `root`.
+    public init(root: URL) throws {
+        self.root = root.standardizedFileURL
+        objectsPath = self.root.path + "/objects"
+        tmpPath = self.root.path + "/tmp"
+        locksPath = self.root.path + "/locks"
+        for path in [self.root.path, objectsPath, tmpPath, locksPath] {
+            try Self.makeDirectories(path)
+        }
+    }
+
+    // MARK: reads
+
+    public func get(_ key: String) async throws -> Data {
+        try ObjectKey.validate(key)
+        let fd = try openForReading(key)
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw Self.posixError("fstat \(key)") }
+        return try Self.readFully(fd: fd, offset: 0, count: Int(st.st_size), key: key)
+    }
+
+    public func get(_ key: String, range: Range<Int64>) async throws -> Data {
+        try ObjectKey.validate(key)
+        guard range.lowerBound >= 0 else { throw StoreError.invalidArgument("negative range start") }
+        let fd = try openForReading(key)
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw Self.posixError("fstat \(key)") }
+        let end = min(range.upperBound, Int64(st.st_size))
+        guard end > range.lowerBound else { return Data() }
+        return try Self.readFully(fd: fd, offset: range.lowerBound, count: Int(end - range.lowerBound), key: key)
+    }
+
+    public func head(_ key: String) async throws -> ObjectInfo {
+        try ObjectKey.validate(key)
+        var st = stat()
+        guard stat(objectsPath + "/" + key, &st) == 0 else {
+            if errno == ENOENT || errno == ENOTDIR { throw StoreError.notFound(key) }
+            throw Self.posixError("stat \(key)")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw StoreError.notFound(key) }
+        return Self.info(key: key, st)
+    }
+
+    // MARK: writes
+
+    @discardableResult
+    public func put(_ key: String, data: Data, condition: WriteCondition) async throws -> String {
+        try ObjectKey.validate(key)
+        let finalPath = objectsPath + "/" + key
+        let parent = (finalPath as NSString).deletingLastPathComponent
+        try Self.makeDirectories(parent)
+
+        let (tmp, fd) = try createTempFile()
+        var linked = false
+        defer {
+            close(fd)
+            if !linked { unlink(tmp) }
+        }
+        try Self.writeFully(fd: fd, data: data, what: key)
+
+        switch condition {
+        case .ifAbsent:
+            try stamp(fd: fd, after: nil)
+            guard fsync(fd) == 0 else { throw Self.posixError("fsync \(key)") }
+            // link(2) is the atomic create-if-absent: EEXIST if the name exists.
+            if link(tmp, finalPath) != 0 {
+                if errno == EEXIST { throw StoreError.alreadyExists(key) }
+                throw Self.posixError("link \(key)")
+            }
+            // The temp name is removed by the defer; the object keeps its inode.
+        case .none, .ifMatch:
+            try withKeyLock(key) {
+                var current = stat()
+                let exists = stat(finalPath, &current) == 0
+                if case .ifMatch(let expected) = condition {
+                    guard exists else { throw StoreError.conflict(key) }
+                    guard Self.etag(current) == expected else { throw StoreError.conflict(key) }
+                }
+                try stamp(fd: fd, after: exists ? current : nil)
+                guard fsync(fd) == 0 else { throw Self.posixError("fsync \(key)") }
+                guard rename(tmp, finalPath) == 0 else { throw Self.posixError("rename \(key)") }
+                linked = true
+            }
+        }
+        try Self.fsyncDirectory(parent)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw Self.posixError("fstat \(key)") }
+        return Self.etag(st)
+    }
+
+    public func delete(_ key: String) async throws {
+        try ObjectKey.validate(key)
+        let path = objectsPath + "/" + key
+        if unlink(path) != 0 {
+            if errno == ENOENT || errno == ENOTDIR { return }
+            throw Self.posixError("unlink \(key)")
+        }
+        try Self.fsyncDirectory((path as NSString).deletingLastPathComponent)
+    }
+
+    // MARK: listing
+
+    /// The continuation token is simply the last key returned.
+    public func list(prefix: String, startAfter: String?, continuationToken: String?, limit: Int) async throws -> ObjectListing {
+        try ObjectKey.validatePrefix(prefix)
+        guard limit > 0 else { throw StoreError.invalidArgument("listing limit must be positive") }
+        if let continuationToken { try ObjectKey.validate(continuationToken) }
+        let after = continuationToken ?? startAfter
+        // Start in the deepest directory the prefix names entirely.
+        let dirPart: String
+        if let slash = prefix.lastIndex(of: "/") {
+            dirPart = String(prefix[..<slash])
+        } else {
+            dirPart = ""
+        }
+        var walker = ListingWalker(prefix: prefix, after: after, limit: limit + 1)
+        try walker.walk(directory: dirPart.isEmpty ? objectsPath : objectsPath + "/" + dirPart,
+                        relative: dirPart.isEmpty ? "" : dirPart + "/")
+        let truncated = walker.results.count > limit
+        let page = Array(walker.results.prefix(limit))
+        return ObjectListing(objects: page, nextContinuationToken: truncated ? page.last?.key : nil)
+    }
+
+    /// Depth-first walk in byte order of the resulting keys. A directory `d` sorts as
+    /// `d/` so that `a.b` (0x2E) comes before `a/x` (0x2F) as it does on S3.
+    private struct ListingWalker {
+        let prefix: String
+        let after: String?
+        let limit: Int
+        var results: [ObjectInfo] = []
+
+        init(prefix: String, after: String?, limit: Int) {
+            self.prefix = prefix
+            self.after = after
+            self.limit = limit
+        }
+
+        mutating func walk(directory: String, relative: String) throws {
+            guard let dir = opendir(directory) else {
+                if errno == ENOENT || errno == ENOTDIR { return }
+                throw DirectoryStore.posixError("opendir \(directory)")
+            }
+            var entries: [(sortKey: String, name: String, isDir: Bool)] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name == "." || name == ".." { continue }
+                var isDir = entry.pointee.d_type == UInt8(DT_DIR)
+                if entry.pointee.d_type == UInt8(DT_UNKNOWN) {
+                    var st = stat()
+                    if stat(directory + "/" + name, &st) == 0 { isDir = (st.st_mode & S_IFMT) == S_IFDIR }
+                }
+                entries.append((isDir ? name + "/" : name, name, isDir))
+            }
+            closedir(dir)
+            entries.sort { $0.sortKey.utf8.lexicographicallyPrecedes($1.sortKey.utf8) }
+            for entry in entries {
+                if results.count >= limit { return }
+                let key = relative + entry.sortKey
+                // Only keys compatible with the prefix.
+                guard key.hasPrefix(prefix) || (entry.isDir && prefix.hasPrefix(key)) else { continue }
+                if let after {
+                    if entry.isDir {
+                        // Every key below starts with `key`; skip the subtree if all precede `after`.
+                        if !after.hasPrefix(key) && !after.utf8.lexicographicallyPrecedes(key.utf8) { continue }
+                    } else if !after.utf8.lexicographicallyPrecedes(key.utf8) {
+                        continue
+                    }
+                }
+                if entry.isDir {
+                    try walk(directory: directory + "/" + entry.name, relative: key)
+                } else {
+                    var st = stat()
+                    guard stat(directory + "/" + entry.name, &st) == 0 else { continue }  // deleted meanwhile
+                    results.append(DirectoryStore.info(key: key, st))
+                }
+            }
+        }
+    }
+
+    // MARK: helpers
+
+    private func openForReading(_ key: String) throws -> Int32 {
+        let fd = open(objectsPath + "/" + key, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT || errno == ENOTDIR || errno == EISDIR { throw StoreError.notFound(key) }
+            throw Self.posixError("open \(key)")
+        }
+        return fd
+    }
+
+    private func createTempFile() throws -> (String, Int32) {
+        for _ in 0..<8 {
+            let name = tmpPath + "/" + UUID().uuidString.lowercased()
+            let fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            if fd >= 0 { return (name, fd) }
+            if errno != EEXIST { throw Self.posixError("create temp file") }
+        }
+        throw StoreError.io("could not create a unique temp file in \(tmpPath)")
+    }
+
+    /// Stamps the new file's mtime with the real-time clock, strictly after the file it
+    /// replaces, so that its entity tag differs from every earlier version.
+    private func stamp(fd: Int32, after previous: stat?) throws {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        if let previous {
+            let prev = previous.st_mtim
+            if now.tv_sec < prev.tv_sec || (now.tv_sec == prev.tv_sec && now.tv_nsec <= prev.tv_nsec) {
+                now = prev
+                now.tv_nsec += 1
+                if now.tv_nsec >= 1_000_000_000 { now.tv_sec += 1; now.tv_nsec = 0 }
+            }
+        }
+        var times = [now, now]
+        guard futimens(fd, &times) == 0 else { throw Self.posixError("futimens") }
+    }
+
+    private func withKeyLock<T>(_ key: String, _ body: () throws -> T) throws -> T {
+        let digest = SHA256.hash(data: Data(key.utf8))
+        let stripe = Int(digest.withUnsafeBytes { $0[0] }) % Self.lockStripes
+        let path = locksPath + "/\(stripe)"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Self.posixError("open lock") }
+        defer { close(fd) }  // closing the description releases the flock
+        while flock(fd, LOCK_EX) != 0 {
+            if errno != EINTR { throw Self.posixError("flock") }
+        }
+        return try body()
+    }
+
+    static func etag(_ st: stat) -> String {
+        let ns = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        return String(UInt64(st.st_ino), radix: 16) + "-" + String(ns, radix: 16) + "-" + String(Int64(st.st_size), radix: 16)
+    }
+
+    static func info(key: String, _ st: stat) -> ObjectInfo {
+        let seconds = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+        return ObjectInfo(key: key, size: Int64(st.st_size), etag: etag(st),
+                          lastModified: Date(timeIntervalSince1970: seconds))
+    }
+
+    static func makeDirectories(_ path: String) throws {
+        var st = stat()
+        if stat(path, &st) == 0 { return }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path { try makeDirectories(parent) }
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw posixError("mkdir \(path)") }
+        // Make the new directory entry itself durable.
+        if !parent.isEmpty { try? fsyncDirectory(parent) }
+    }
+
+    static func fsyncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw posixError("open directory \(path)") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw posixError("fsync directory \(path)") }
+    }
+
+    static func readFully(fd: Int32, offset: Int64, count: Int, key: String) throws -> Data {
+        var data = Data(count: count)
+        var done = 0
+        try data.withUnsafeMutableBytes { buffer in
+            while done < count {
+                let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw posixError("read \(key)")
+                }
+                if n == 0 { break }  // shrank under us: return what exists
+                done += n
+            }
+        }
+        if done < count { data.removeSubrange(done..<count) }
+        return data
+    }
+
+    static func writeFully(fd: Int32, data: Data, what: String) throws {
+        try data.withUnsafeBytes { buffer in
+            var done = 0
+            while done < buffer.count {
+                let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw posixError("write \(what)")
+                }
+                done += n
+            }
+        }
+    }
+
+    static func posixError(_ what: String) -> StoreError {
+        .io("\(what): \(String(cString: strerror(errno)))")
+    }
+}
