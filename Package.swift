@@ -1,0 +1,73 @@
+// swift-tools-version:6.0
+// Hearth: a Kubernetes CSI driver and scheduler extender on an object store.
+// One module per concern; C appears only in the system-library targets (CGRPC, CFuse).
+import PackageDescription
+
+let package = Package(
+    name: "Hearth",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "hearth", targets: ["hearth"]),
+        .executable(name: "hearth-bench", targets: ["hearth-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+    ],
+    targets: [
+        // The gRPC C core from Debian's libgrpc-dev. Libraries are named in the
+        // modulemap: pkg-config would expand abseil into ~15,000 link flags.
+        .systemLibrary(name: "CGRPC", path: "Sources/CGRPC"),
+        // libfuse3 mounts and unmounts; the kernel protocol is spoken in Swift.
+        .systemLibrary(name: "CFuse", path: "Sources/CFuse"),
+
+        // async/await gRPC server and client over the C core.
+        .target(
+            name: "HearthRPC",
+            dependencies: [
+                "CGRPC",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]),
+        // swift-protobuf code generated from proto/csi.proto (see proto/generate.sh).
+        .target(
+            name: "CSIProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        // Content-addressed volumes and records on a directory or an S3 bucket.
+        .target(
+            name: "HearthStore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The CSI services (Identity, Controller, Node) over HearthRPC.
+        .target(
+            name: "HearthCSI",
+            dependencies: [
+                "HearthRPC", "CSIProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "hearth",
+            dependencies: [
+                "HearthRPC", "HearthCSI", "HearthStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "hearth-bench",
+            dependencies: [
+                "HearthRPC", "HearthCSI", "CSIProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "HearthRPCTests", dependencies: ["HearthRPC"]),
+        .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto"]),
+        .testTarget(name: "HearthStoreTests", dependencies: ["HearthStore"]),
+    ]
+)

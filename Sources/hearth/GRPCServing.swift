@@ -1,0 +1,77 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import HearthRPC
+import Logging
+
+/// Flags every gRPC role shares, spelled as the CSI drivers spell them.
+struct GRPCServingOptions: ParsableArguments {
+    @Option(help: "Where to serve CSI: unix:///path/csi.sock, tcp://host:port or host:port.")
+    var endpoint: String = "unix:///run/hearth/csi.sock"
+
+    @Option(help: "Permissions of the unix socket file, in octal.")
+    var socketMode: String = "600"
+
+    @Option(help: "Seconds calls in flight get to finish at shutdown before they are cancelled.")
+    var shutdownGrace: Int = 10
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard mode_t(socketMode, radix: 8) != nil else {
+            throw ValidationError("--socket-mode must be octal, e.g. 600")
+        }
+        _ = try parsedEndpoint()
+    }
+
+    func parsedEndpoint() throws -> RPCEndpoint {
+        do { return try RPCEndpoint(parsing: endpoint) } catch let error as RPCError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    func logger(_ label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        return logger
+    }
+
+    /// Serves `routes` until SIGTERM or SIGINT, then shuts down gracefully.
+    func serve(_ routes: RPCRoutes, logger: Logger) async throws {
+        var options = RPCServerOptions()
+        options.socketMode = mode_t(socketMode, radix: 8) ?? 0o600
+        let endpoint = try parsedEndpoint()
+        if case .unix(let path) = endpoint {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        }
+        let server = try RPCServer(endpoints: [endpoint], handlers: routes.handlers, options: options, logger: logger)
+        let grace = Duration.seconds(shutdownGrace)
+        let signals = TerminationSignals { signal in
+            logger.info("received signal \(signal); shutting down")
+            Task { await server.shutdown(grace: grace) }
+        }
+        await server.waitUntilStopped()
+        withExtendedLifetime(signals) {}
+    }
+}
+
+/// Turns SIGTERM and SIGINT into a callback (once each), instead of death.
+final class TerminationSignals {
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ onSignal: @escaping @Sendable (Int32) -> Void) {
+        sources = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { onSignal(number) }
+            source.resume()
+            return source
+        }
+    }
+
+    deinit {
+        for source in sources { source.cancel() }
+    }
+}
