@@ -1,5 +1,6 @@
 import Foundation
 import HearthRPC
+import Logging
 import Synchronization
 import XCTest
 
@@ -61,7 +62,9 @@ final class EchoServer: Sendable {
             let count = Int(String(decoding: call.message, as: UTF8.self)) ?? 0
             return RPCServerResponse([UInt8](repeating: 0x5a, count: count))
         }
-        server = try RPCServer(endpoints: endpoints, handlers: routes.handlers, options: options)
+        var logger = Logger(label: "test.rpc")
+        logger.logLevel = .warning
+        server = try RPCServer(endpoints: endpoints, handlers: routes.handlers, options: options, logger: logger)
     }
 
     /// The endpoint a client should dial (TCP port 0 resolved to the bound port).
