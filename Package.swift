@@ -16,6 +16,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // The gRPC C core from Debian's libgrpc-dev. Libraries are named in the
@@ -54,6 +58,26 @@ let package = Package(
             ]),
         // The FUSE kernel protocol (to 7.45), the session and its worker pool.
         .target(name: "HearthFUSE", dependencies: ["CFuse"]),
+        // What a node caches, and the reporter `hearth node` uses to tell the extender.
+        .target(
+            name: "HearthInventory",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The kube-scheduler extender (filter + prioritize by cached bytes) and inventory endpoint.
+        .target(
+            name: "HearthScheduler",
+            dependencies: [
+                "HearthInventory", "HearthStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "hearth",
             dependencies: [
@@ -71,6 +95,13 @@ let package = Package(
         .testTarget(name: "HearthRPCTests", dependencies: ["HearthRPC", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto"]),
         .testTarget(name: "HearthStoreTests", dependencies: ["HearthStore"]),
+        .testTarget(
+            name: "HearthSchedulerTests",
+            dependencies: [
+                "HearthScheduler", "HearthInventory", "HearthStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]),
     ]
 )
 
