@@ -58,6 +58,10 @@ let package = Package(
             ]),
         // The FUSE kernel protocol (to 7.45), the session and its worker pool.
         .target(name: "HearthFUSE", dependencies: ["CFuse"]),
+        // The node cache: sparse files per file version, chunk presence, LRU.
+        .target(name: "HearthCache", dependencies: ["HearthStore", "CFuse"]),
+        // One volume served over FUSE: namespace, inode table, write-back.
+        .target(name: "HearthFS", dependencies: ["HearthFUSE", "HearthCache", "HearthStore"]),
         // What a node caches, and the reporter `hearth node` uses to tell the extender.
         .target(
             name: "HearthInventory",
@@ -81,20 +85,21 @@ let package = Package(
         .executableTarget(
             name: "hearth",
             dependencies: [
-                "HearthRPC", "HearthCSI", "HearthStore",
+                "HearthRPC", "HearthCSI", "HearthStore", "HearthFS", "HearthFUSE", "HearthCache",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "hearth-bench",
             dependencies: [
-                "HearthRPC", "HearthCSI", "CSIProto",
+                "HearthRPC", "HearthCSI", "CSIProto", "HearthStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         .testTarget(name: "HearthRPCTests", dependencies: ["HearthRPC", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto"]),
         .testTarget(name: "HearthStoreTests", dependencies: ["HearthStore"]),
+        .testTarget(name: "HearthFSTests", dependencies: ["HearthFS", "HearthFUSE", "HearthCache", "HearthStore"]),
         .testTarget(
             name: "HearthSchedulerTests",
             dependencies: [

@@ -2,7 +2,79 @@
 // parsing); the kernel protocol itself is spoken in Swift (HearthFUSE).
 #ifndef HEARTH_CFUSE_SHIM_H
 #define HEARTH_CFUSE_SHIM_H
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+// ioctl(2) is variadic, which Swift cannot call: these wrappers give the /dev/fuse
+// ioctls fixed signatures.
+
+/// Makes `fd` (a fresh open of /dev/fuse) a clone of `session_fd`'s connection, so
+/// another thread can read requests from it (FUSE_DEV_IOC_CLONE).
+static inline int hearth_fuse_dev_clone(int fd, uint32_t session_fd) {
+    return ioctl(fd, FUSE_DEV_IOC_CLONE, &session_fd);
+}
+
+// 7.40 passthrough, absent from Debian's 7.38 header.
+struct hearth_fuse_backing_map {
+    int32_t fd;
+    uint32_t flags;
+    uint64_t padding;
+};
+#define HEARTH_FUSE_DEV_IOC_BACKING_OPEN _IOW(FUSE_DEV_IOC_MAGIC, 1, struct hearth_fuse_backing_map)
+#define HEARTH_FUSE_DEV_IOC_BACKING_CLOSE _IOW(FUSE_DEV_IOC_MAGIC, 2, uint32_t)
+
+/// Registers `backing_fd` for passthrough; returns the backing id or -1 (errno set).
+static inline int hearth_fuse_backing_open(int dev_fd, int backing_fd) {
+    struct hearth_fuse_backing_map map;
+    memset(&map, 0, sizeof map);
+    map.fd = backing_fd;
+    return ioctl(dev_fd, HEARTH_FUSE_DEV_IOC_BACKING_OPEN, &map);
+}
+
+static inline int hearth_fuse_backing_close(int dev_fd, uint32_t backing_id) {
+    return ioctl(dev_fd, HEARTH_FUSE_DEV_IOC_BACKING_CLOSE, &backing_id);
+}
+
+// Linux file calls Swift's Glibc module hides behind _GNU_SOURCE; used by the
+// cache (sparse files) and the filesystem (fallocate, lseek).
+
+static inline int hearth_fallocate(int fd, int mode, int64_t offset, int64_t length) {
+    return fallocate(fd, mode, offset, length);
+}
+
+static inline int hearth_punch_hole(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+
+/// lseek with SEEK_DATA (data = 1) or SEEK_HOLE (data = 0).
+static inline int64_t hearth_seek(int fd, int64_t offset, int data) {
+    return lseek(fd, offset, data ? SEEK_DATA : SEEK_HOLE);
+}
+
+/// Kernel-side copy (a reflink on filesystems that can); returns bytes copied.
+static inline int64_t hearth_copy_range(int in_fd, int64_t in_off, int out_fd, int64_t out_off, size_t length) {
+    loff_t a = in_off, b = out_off;
+    return copy_file_range(in_fd, &a, out_fd, &b, length, 0);
+}
+
+/// A libfuse session with no operations: we only want its mount, its fd and its
+/// unmount; the requests are read by HearthFUSE.
+static inline struct fuse_session *hearth_fuse_session_new(int argc, char **argv) {
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct fuse_lowlevel_ops ops;
+    memset(&ops, 0, sizeof ops);
+    struct fuse_session *se = fuse_session_new(&args, &ops, sizeof ops, NULL);
+    fuse_opt_free_args(&args);
+    return se;
+}
 #endif

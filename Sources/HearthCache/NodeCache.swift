@@ -1,0 +1,358 @@
+import CFuse
+import Foundation
+import HearthStore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The node's cache of file bytes: one directory and one byte limit shared by every
+/// volume daemon on the node.
+///
+/// Layout under `directory`:
+/// - `objects/<manifest-hash>` — sparse file with the bytes of an immutable file
+///   version, `objects/<manifest-hash>.map` — a 16-byte header (chunk size, size) and
+///   one presence byte per chunk. Content-addressed, so it is valid forever, shared
+///   between volumes and clones, and reused by a restarted daemon (peers that wipe the
+///   cache on mount are a top user complaint).
+/// - `work/<volume>/<name>` — working copies of files being written (dirty data),
+///   never evicted.
+///
+/// Eviction is LRU by chunk over clean files that no one has open; it runs when the
+/// bytes present exceed `limitBytes` and goes down to 90% of it. Dirty data and open
+/// files are never evicted, so the cache may exceed its limit while they need it.
+public final class NodeCache: Sendable {
+    static let mapHeaderSize = 16
+
+    public let directory: String
+    public let limitBytes: Int64
+    public let stats = CacheStats()
+
+    private struct ChunkKey: Hashable {
+        var file: ContentHash
+        var index: Int32
+    }
+
+    private struct LRU {
+        var clock: UInt64 = 0
+        /// Chunk → (bytes, last use).
+        var chunks: [ChunkKey: (bytes: Int64, lastUse: UInt64)] = [:]
+        var used: Int64 = 0
+        var workingBytes: Int64 = 0
+        /// Clean files currently open somewhere (pinned).
+        var open: [ContentHash: CacheFile] = [:]
+    }
+
+    private let state = Mutex(LRU())
+
+    /// Opens (creating) the cache directory and indexes what a previous daemon left.
+    public init(directory: String, limitBytes: Int64) throws {
+        self.directory = directory
+        self.limitBytes = limitBytes
+        for sub in ["objects", "work"] {
+            try FileManager.default.createDirectory(atPath: directory + "/" + sub, withIntermediateDirectories: true)
+        }
+        try scan()
+    }
+
+    private func objectPath(_ key: ContentHash) -> String { directory + "/objects/" + key.hex }
+
+    /// Rebuilds the LRU from the presence maps on disk, oldest files first.
+    private func scan() throws {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory + "/objects")) ?? []
+        var found: [(ContentHash, Int, [UInt8], Int64, Double)] = []
+        for name in names where name.hasSuffix(".map") {
+            guard let key = ContentHash(hex: name.dropLast(4)) else { continue }
+            let path = directory + "/objects/" + name
+            guard let data = FileManager.default.contents(atPath: path), data.count >= Self.mapHeaderSize else { continue }
+            let chunkSize = Int(data.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+            let size = data.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: Int64.self) }
+            let mtime = ((try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate]) as? Date)?.timeIntervalSince1970 ?? 0
+            found.append((key, chunkSize, Array(data.dropFirst(Self.mapHeaderSize)), size, mtime))
+        }
+        found.sort { $0.4 < $1.4 }
+        state.withLock { lru in
+            for (key, chunkSize, map, size, _) in found {
+                for (index, byte) in map.enumerated() where byte == 1 {
+                    let bytes = min(Int64(chunkSize), size - Int64(index) * Int64(chunkSize))
+                    lru.clock += 1
+                    lru.chunks[ChunkKey(file: key, index: Int32(index))] = (bytes, lru.clock)
+                    lru.used += bytes
+                }
+            }
+        }
+        stats.setUsed(state.withLock { $0.used })
+    }
+
+    /// Opens the clean cache file of a file version (pinned until ``close(_:)``).
+    public func openClean(_ key: ContentHash, manifest: Manifest) throws -> CacheFile {
+        try state.withLock { lru in
+            if let file = lru.open[key] {
+                file.pins += 1
+                return file
+            }
+            let path = objectPath(key)
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw CacheIOError(errno) }
+            let mapFD = open(path + ".map", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard mapFD >= 0 else {
+                Glibc.close(fd)
+                throw CacheIOError(errno)
+            }
+            let count = Manifest.chunkCount(size: manifest.size, chunkSize: manifest.chunkSize)
+            var header = [UInt8](repeating: 0, count: Self.mapHeaderSize)
+            var map = [UInt8](repeating: 0, count: count)
+            var st = stat()
+            fstat(mapFD, &st)
+            if Int(st.st_size) == Self.mapHeaderSize + count {
+                _ = pread(mapFD, &header, Self.mapHeaderSize, 0)
+                _ = pread(mapFD, &map, count, off_t(Self.mapHeaderSize))
+            }
+            let chunkSize = header.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+            if chunkSize != UInt32(manifest.chunkSize) {
+                // New or unreadable map: start empty.
+                map = [UInt8](repeating: 0, count: count)
+                var fresh = ReplyBytes()
+                fresh.u32(UInt32(manifest.chunkSize)); fresh.u32(0); fresh.u64(UInt64(manifest.size))
+                fresh.bytes += map
+                _ = ftruncate(mapFD, 0)
+                _ = fresh.bytes.withUnsafeBytes { pwrite(mapFD, $0.baseAddress, $0.count, 0) }
+                _ = ftruncate(fd, 0)
+            }
+            _ = ftruncate(fd, off_t(manifest.size))
+            let file = CacheFile(path: path, fd: fd, mapFD: mapFD, key: key, chunkSize: manifest.chunkSize,
+                                 size: manifest.size, presence: map)
+            file.cache = self
+            file.pins = 1
+            lru.open[key] = file
+            return file
+        }
+    }
+
+    /// Pins an already open file once more (a background fetch or a commit in flight).
+    public func retain(_ file: CacheFile) {
+        state.withLock { _ in file.pins += 1 }
+    }
+
+    /// Unpins a file; the last close closes its fds and makes its chunks evictable.
+    public func close(_ file: CacheFile) {
+        let evictNow: Bool = state.withLock { lru in
+            file.pins -= 1
+            guard file.pins == 0 else { return false }
+            if let key = file.key {
+                lru.open[key] = nil
+                file.closeFiles()
+            } else {
+                lru.workingBytes -= Int64(file.presentCount) * Int64(file.chunkSize)
+                file.closeFiles()
+                unlink(file.path)
+            }
+            return lru.used + lru.workingBytes > limitBytes
+        }
+        stats.setDirty(state.withLock { $0.workingBytes })
+        if evictNow { evictIfNeeded() }
+    }
+
+    /// Creates a working copy for a file being written. `base`'s present chunks are
+    /// copied in the kernel (copy_file_range, free on reflink filesystems); absent ones
+    /// are fetched from the store on demand by the caller.
+    public func makeWorkingCopy(volume: String, name: String, size: Int64, chunkSize: Int,
+                                base: CacheFile?) throws -> CacheFile {
+        let dir = directory + "/work/" + volume
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/" + name
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CacheIOError(errno) }
+        _ = ftruncate(fd, off_t(size))
+        let count = Int((size + Int64(chunkSize) - 1) / Int64(chunkSize))
+        var map = [UInt8](repeating: 0, count: count)
+        if let base, base.chunkSize == chunkSize {
+            for index in 0..<count where base.isPresent(index) {
+                let from = Int64(index * chunkSize)
+                let length = Int(min(Int64(chunkSize), size - from))
+                if hearth_copy_range(base.fd, from, fd, from, length) == length { map[index] = 1 }
+            }
+        }
+        let file = CacheFile(path: path, fd: fd, mapFD: -1, key: nil, chunkSize: chunkSize, size: size, presence: map)
+        file.cache = self
+        file.pins = 1
+        let present = Int64(map.reduce(0) { $0 + Int($1) }) * Int64(chunkSize)
+        state.withLock { $0.workingBytes += present }
+        return file
+    }
+
+    /// Turns a fully committed working copy into the clean cache file of the version it
+    /// now equals (a rename, no copy), so the bytes just written stay cached.
+    public func adopt(_ work: CacheFile, as key: ContentHash, manifest: Manifest) {
+        let over: Bool = state.withLock { lru in
+            work.pins -= 1
+            guard work.pins == 0 else { return false }
+            let presence = work.presenceMap()
+            lru.workingBytes -= Int64(presence.reduce(0) { $0 + Int($1) }) * Int64(work.chunkSize)
+            let path = objectPath(key)
+            guard lru.open[key] == nil, !FileManager.default.fileExists(atPath: path + ".map"),
+                  work.chunkSize == manifest.chunkSize, presence.count == manifest.chunks.count else {
+                work.closeFiles()
+                unlink(work.path)
+                return false
+            }
+            var header = ReplyBytes()
+            header.u32(UInt32(manifest.chunkSize)); header.u32(0); header.u64(UInt64(manifest.size))
+            header.bytes += presence
+            let mapFD = open(path + ".map.tmp", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            if mapFD >= 0 {
+                _ = header.bytes.withUnsafeBytes { pwrite(mapFD, $0.baseAddress, $0.count, 0) }
+                Glibc.close(mapFD)
+            }
+            work.closeFiles()
+            guard mapFD >= 0, rename(work.path, path) == 0, rename(path + ".map.tmp", path + ".map") == 0 else {
+                unlink(work.path)
+                return false
+            }
+            for (index, byte) in presence.enumerated() where byte == 1 {
+                let bytes = min(Int64(manifest.chunkSize), manifest.size - Int64(index) * Int64(manifest.chunkSize))
+                lru.clock += 1
+                lru.chunks[ChunkKey(file: key, index: Int32(index))] = (bytes, lru.clock)
+                lru.used += bytes
+            }
+            return lru.used + lru.workingBytes > limitBytes
+        }
+        stats.setUsed(usedBytes)
+        stats.setDirty(state.withLock { $0.workingBytes })
+        if over { evictIfNeeded() }
+    }
+
+    /// Removes a volume's leftover working copies (a fresh start, not a takeover).
+    public func clearWorkingCopies(volume: String) {
+        try? FileManager.default.removeItem(atPath: directory + "/work/" + volume)
+    }
+
+    /// A chunk became present: account for it and evict if over the limit.
+    func filled(_ file: CacheFile, chunk index: Int, bytes: Int64) {
+        stats.add(downloaded: bytes)
+        let over: Bool = state.withLock { lru in
+            if let key = file.key {
+                lru.clock += 1
+                let chunkKey = ChunkKey(file: key, index: Int32(index))
+                if lru.chunks[chunkKey] == nil { lru.used += bytes }
+                lru.chunks[chunkKey] = (bytes, lru.clock)
+            } else {
+                lru.workingBytes += bytes
+            }
+            return lru.used + lru.workingBytes > limitBytes
+        }
+        if over { evictIfNeeded() }
+    }
+
+    /// Records a read hit on a chunk (moves it to the young end of the LRU).
+    public func touch(_ file: CacheFile, chunks: Range<Int>) {
+        guard let key = file.key else { return }
+        state.withLock { lru in
+            lru.clock += 1
+            for index in chunks {
+                let chunkKey = ChunkKey(file: key, index: Int32(index))
+                if let entry = lru.chunks[chunkKey] { lru.chunks[chunkKey] = (entry.bytes, lru.clock) }
+            }
+        }
+    }
+
+    /// Accounts for working-copy growth by writes (for the limit and the dirty gauge).
+    public func workingCopyGrew(by bytes: Int64) {
+        let over = state.withLock { lru in
+            lru.workingBytes += bytes
+            return lru.used + lru.workingBytes > limitBytes
+        }
+        stats.setDirty(state.withLock { $0.workingBytes })
+        if over { evictIfNeeded() }
+    }
+
+    /// Evicts least recently used chunks of unopened clean files down to 90% of the
+    /// limit. Runs under the cache lock so an `openClean` never sees a half-evicted map.
+    public func evictIfNeeded() {
+        let evicted: Int = state.withLock { lru in
+            let target = limitBytes / 10 * 9
+            guard lru.used + lru.workingBytes > target else { return 0 }
+            let candidates = lru.chunks.filter { lru.open[$0.key.file] == nil }.sorted { $0.value.lastUse < $1.value.lastUse }
+            var count = 0
+            var byFile: [ContentHash: [Int]] = [:]
+            for (key, value) in candidates {
+                if lru.used + lru.workingBytes <= target { break }
+                byFile[key.file, default: []].append(Int(key.index))
+                lru.chunks[key] = nil
+                lru.used -= value.bytes
+                count += 1
+            }
+            for (file, indexes) in byFile {
+                let path = objectPath(file)
+                let fd = open(path, O_RDWR | O_CLOEXEC)
+                let mapFD = open(path + ".map", O_RDWR | O_CLOEXEC)
+                for index in indexes {
+                    var zero: UInt8 = 0
+                    if mapFD >= 0 { _ = pwrite(mapFD, &zero, 1, off_t(Self.mapHeaderSize + index)) }
+                    if fd >= 0 {
+                        let chunkSize = Self.chunkSize(mapFD: mapFD)
+                        _ = hearth_punch_hole(fd, Int64(index * chunkSize), Int64(chunkSize))
+                    }
+                }
+                if fd >= 0 { Glibc.close(fd) }
+                if mapFD >= 0 { Glibc.close(mapFD) }
+                if !lru.chunks.keys.contains(where: { $0.file == file }) {
+                    unlink(path)
+                    unlink(path + ".map")
+                }
+            }
+            return count
+        }
+        if evicted > 0 { stats.add(evictions: UInt64(evicted)) }
+        stats.setUsed(state.withLock { $0.used })
+    }
+
+    private static func chunkSize(mapFD: Int32) -> Int {
+        var value: UInt32 = 0
+        guard mapFD >= 0, pread(mapFD, &value, 4, 0) == 4, value > 0 else { return Manifest.defaultChunkSize }
+        return Int(value)
+    }
+
+    /// Bytes of clean data present.
+    public var usedBytes: Int64 { state.withLock { $0.used } }
+}
+
+/// Little-endian bytes for the map header.
+struct ReplyBytes {
+    var bytes: [UInt8] = []
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+}
+
+/// Cache and transfer counters for the node plugin's `/metrics`.
+public final class CacheStats: Sendable {
+    public struct Snapshot: Sendable, Codable, Hashable {
+        public var hits: UInt64 = 0
+        public var misses: UInt64 = 0
+        public var evictions: UInt64 = 0
+        public var bytesDownloaded: UInt64 = 0
+        public var bytesUploaded: UInt64 = 0
+        public var usedBytes: Int64 = 0
+        public var dirtyBytes: Int64 = 0
+    }
+
+    private let values = Mutex(Snapshot())
+
+    public init() {}
+
+    public var snapshot: Snapshot { values.withLock { $0 } }
+
+    public func add(hits: UInt64 = 0, misses: UInt64 = 0, evictions: UInt64 = 0, downloaded: Int64 = 0, uploaded: Int64 = 0) {
+        values.withLock {
+            $0.hits += hits
+            $0.misses += misses
+            $0.evictions += evictions
+            $0.bytesDownloaded += UInt64(max(0, downloaded))
+            $0.bytesUploaded += UInt64(max(0, uploaded))
+        }
+    }
+
+    func setUsed(_ bytes: Int64) { values.withLock { $0.usedBytes = bytes } }
+    func setDirty(_ bytes: Int64) { values.withLock { $0.dirtyBytes = bytes } }
+}

@@ -1,0 +1,347 @@
+import CFuse
+import Foundation
+import HearthCache
+import HearthFUSE
+import HearthStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// File bytes: opens pin a clean cache file of the committed version; the first
+/// write makes a working copy (see ``NodeCache/makeWorkingCopy(volume:name:size:chunkSize:base:)``)
+/// that holds dirty chunks until the write-back commits them.
+extension VolumeFileSystem {
+    /// Fetches chunk `index` of `manifest` from the store (on a worker thread).
+    func fetchChunk(_ manifest: Manifest, _ index: Int) throws -> Data {
+        guard index < manifest.chunks.count else { return Data(count: manifest.chunkSize) }
+        let content = self.content
+        let hash = manifest.chunks[index], length = manifest.length(ofChunk: index)
+        do {
+            return try blocking { try await content.chunk(hash, length: length) }
+        } catch {
+            throw fuseError(error)
+        }
+    }
+
+    /// Loads a file's manifest and opens its clean cache file if it has committed
+    /// content and neither is in memory yet.
+    private func attachClean(_ ino: UInt64) throws {
+        let pending: ContentHash? = try lock.withLock {
+            let node = try node(ino)
+            guard node.kind == .file, node.work == nil, node.clean == nil, let child = node.child else { return nil }
+            return child
+        }
+        guard let hash = pending else { return }
+        let content = self.content
+        let manifest: Manifest
+        do { manifest = try blocking { try await content.manifest(hash) } } catch { throw fuseError(error) }
+        let clean = try cache.openClean(hash, manifest: manifest)
+        let keep = lock.withLock { () -> Bool in
+            guard let node = nodes[ino], node.child == hash, node.clean == nil, node.work == nil else { return false }
+            node.manifest = manifest
+            node.clean = clean
+            return true
+        }
+        if !keep { cache.close(clean) }
+    }
+
+    /// The node's working copy, created on first write.
+    private func workingCopy(_ ino: UInt64) throws -> (CacheFile, Manifest?) {
+        try attachClean(ino)
+        return try lock.withLock {
+            let node = try node(ino)
+            guard node.kind == .file else { throw node.kind == .directory ? FuseError.isDirectory : FuseError.invalid }
+            if let work = node.work { return (work, node.manifest) }
+            let chunkSize = node.manifest?.chunkSize ?? config.chunkSize
+            let work: CacheFile
+            do {
+                work = try cache.makeWorkingCopy(volume: config.volumeID, name: String(ino), size: node.size,
+                                                 chunkSize: chunkSize, base: node.clean)
+            } catch { throw fuseError(error) }
+            node.work = work
+            return (work, node.manifest)
+        }
+    }
+
+    /// Makes the chunks that `range` covers only partly present in the working copy
+    /// (their other bytes must survive), and claims the fully covered ones so no
+    /// fetch can later overwrite what is about to be written.
+    private func prepare(_ work: CacheFile, _ manifest: Manifest?, writing range: Range<Int64>) throws {
+        let size = work.size
+        let chunkSize = Int64(work.chunkSize)
+        var partial: [Int] = []
+        var whole: [Int] = []
+        for index in work.chunks(covering: range) {
+            let chunkStart = Int64(index) * chunkSize
+            let existingEnd = min(chunkStart + chunkSize, size)
+            guard chunkStart < size else { continue }
+            if range.lowerBound <= chunkStart && range.upperBound >= existingEnd { whole.append(index) } else { partial.append(index) }
+        }
+        work.claim(whole)
+        for index in partial {
+            try work.ensure(index..<index + 1) { i in
+                guard let manifest else { return Data(count: min(work.chunkSize, Int(size - Int64(i) * chunkSize))) }
+                return try fetchChunk(manifest, i)
+            }
+        }
+    }
+
+    func truncate(_ ino: UInt64, to newSize: Int64) throws {
+        let (work, manifest) = try workingCopy(ino)
+        let boundary = min(newSize, work.size)
+        if boundary % Int64(work.chunkSize) != 0 {
+            // The chunk holding the boundary keeps some bytes: make it local first.
+            try prepare(work, manifest, writing: boundary..<boundary + 1)
+        }
+        try lock.withLock {
+            let node = try node(ino)
+            let growth = newSize - node.size
+            if growth > 0 && usedBytes + growth > config.capacityBytes { throw FuseError.noSpace }
+            do { try work.truncate(to: newSize) } catch { throw fuseError(error) }
+            if node.nlink > 0 { usedBytes += growth }
+            node.size = newSize
+            node.mtimeNs = nowNs()
+            markFileDirty(node)
+        }
+        cache.workingCopyGrew(by: 0)
+    }
+
+    private func openHandle(_ node: Inode, flags: UInt32) -> OpenReply {
+        node.opens += 1
+        let handle = nextHandle
+        nextHandle += 1
+        fileHandles[handle] = FileHandle(ino: node.ino)
+        // Single writer per volume: the page cache stays valid across opens.
+        return OpenReply(handle: handle, flags: FuseOpenFlag.keepCache)
+    }
+
+    public func open(_ ctx: RequestContext, node ino: UInt64, flags: UInt32) throws -> OpenReply {
+        let accmode = Int32(flags) & O_ACCMODE
+        if accmode != O_RDONLY { try checkWritable() }
+        try attachClean(ino)
+        if Int32(flags) & O_TRUNC != 0 {
+            if try lock.withLock({ try node(ino).size }) != 0 { try truncate(ino, to: 0) }
+        }
+        return try lock.withLock {
+            let node = try node(ino)
+            guard node.kind == .file else { throw node.kind == .directory ? FuseError.isDirectory : FuseError.invalid }
+            return openHandle(node, flags: flags)
+        }
+    }
+
+    public func create(_ ctx: RequestContext, parent: UInt64, name: String, mode: UInt32, umask: UInt32,
+                       flags: UInt32) throws -> (EntryReply, OpenReply) {
+        try checkWritable()
+        guard name.utf8.count <= 255 else { throw FuseError.nameTooLong }
+        return try withDirectory(parent) { dir in
+            guard dir.nlink > 0 else { throw FuseError.notFound }
+            guard dir.children?[name] == nil else { throw FuseError.exists }
+            let node = newNode(ctx, kind: .file, mode: mode, umask: umask, parent: dir)
+            nodes[node.ino] = node
+            dir.children?[name] = node.ino
+            dir.mtimeNs = node.ctimeNs
+            dir.ctimeNs = node.ctimeNs
+            markTreeDirty(dir.ino)
+            markFileDirty(node)
+            return (entry(node), openHandle(node, flags: flags))
+        }
+    }
+
+    public func read(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, offset: UInt64,
+                     into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let (data, size, manifest, sequential): (CacheFile?, Int64, Manifest?, Bool) = try lock.withLock {
+            let node = try node(ino)
+            var sequential = false
+            if var h = fileHandles[handle] {
+                sequential = h.lastEnd == offset
+                h.lastEnd = offset + UInt64(buffer.count)
+                fileHandles[handle] = h
+            }
+            return (node.work ?? node.clean, node.size, node.manifest, sequential)
+        }
+        guard Int64(offset) < size, buffer.count > 0 else { return 0 }
+        guard let data else { throw FuseError.io }
+        let end = min(Int64(offset) + Int64(buffer.count), size)
+        let chunks = data.chunks(covering: Int64(offset)..<end)
+        let misses: Int
+        do {
+            misses = try data.ensure(chunks) { index in
+                guard let manifest else { throw FuseError.io }
+                return try fetchChunk(manifest, index)
+            }
+        } catch { throw fuseError(error) }
+        cache.stats.add(hits: UInt64(chunks.count - misses), misses: UInt64(misses))
+        if sequential, let manifest, data.key != nil || data.presentCount < manifest.chunks.count {
+            let ahead = chunks.upperBound..<min(chunks.upperBound + config.readaheadChunks, manifest.chunks.count)
+            let content = self.content
+            data.prefetch(ahead) { index in
+                try await content.chunk(manifest.chunks[index], length: manifest.length(ofChunk: index))
+            }
+        }
+        cache.touch(data, chunks: chunks)
+        do {
+            return try data.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(end - Int64(offset))]), at: Int64(offset))
+        } catch { throw fuseError(error) }
+    }
+
+    public func write(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, offset: UInt64,
+                      data: UnsafeRawBufferPointer, flags: UInt32) throws -> Int {
+        try checkWritable()
+        let start = Int64(offset), end = start + Int64(data.count)
+        let growth = try lock.withLock { try max(0, end - node(ino).size) }
+        if growth > 0, lock.withLock({ usedBytes + growth > config.capacityBytes }) { throw FuseError.noSpace }
+        let (work, manifest) = try workingCopy(ino)
+        try prepare(work, manifest, writing: start..<end)
+        do { try work.write(data, at: start) } catch { throw fuseError(error) }
+        try lock.withLock {
+            let node = try node(ino)
+            if end > node.size {
+                if node.nlink > 0 { usedBytes += end - node.size }
+                node.size = end
+            }
+            let now = nowNs()
+            node.mtimeNs = now
+            node.ctimeNs = now
+            if !dirtyFiles.contains(ino) { markFileDirty(node) }
+        }
+        if growth > 0 { cache.workingCopyGrew(by: growth) }
+        return data.count
+    }
+
+    public func flush(_ ctx: RequestContext, node: UInt64, handle: UInt64) throws {}
+
+    public func release(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, flags: UInt32) {
+        let dirty: Bool = lock.withLock {
+            fileHandles[handle] = nil
+            guard let node = nodes[ino] else { return false }
+            node.opens -= 1
+            let dirty = dirtyFiles.contains(ino)
+            if node.opens == 0 {
+                if let clean = node.clean {
+                    cache.close(clean)
+                    node.clean = nil
+                }
+                if let work = node.work, !dirty, !work.isDirty { retireWorkingCopy(node) }
+            }
+            dropIfUnreachable(node)
+            return dirty
+        }
+        // Commit on close, in the background: close(2) does not wait for the store.
+        if dirty { writeback.requestCommit() }
+    }
+
+    /// A clean working copy of a closed file joins the node cache as the clean copy of
+    /// its committed version, so reopening it reads local bytes (lock held).
+    func retireWorkingCopy(_ node: Inode) {
+        guard let work = node.work else { return }
+        node.work = nil
+        if let child = node.child, let manifest = node.manifest, manifest.size == work.size {
+            cache.adopt(work, as: child, manifest: manifest)
+        } else {
+            cache.close(work)
+        }
+    }
+
+    public func fsync(_ ctx: RequestContext, node: UInt64, handle: UInt64, dataOnly: Bool) throws {
+        if !config.readOnly { try commit() }
+    }
+
+    public func fallocate(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, offset: UInt64, length: UInt64, mode: UInt32) throws {
+        try checkWritable()
+        let keepSize: UInt32 = 1, punchHole: UInt32 = 2
+        let start = Int64(offset), end = Int64(offset + length)
+        if mode == 0 || mode == keepSize {
+            if mode == 0, try lock.withLock({ try node(ino).size }) < end { try truncate(ino, to: end) }
+            return
+        }
+        guard mode == punchHole | keepSize else { throw FuseError(errno: EOPNOTSUPP) }
+        let (work, manifest) = try workingCopy(ino)
+        let clippedEnd = min(end, work.size)
+        guard clippedEnd > start else { return }
+        let chunks = work.chunks(covering: start..<clippedEnd)
+        // Make every touched chunk local, then punch: the hole is local truth.
+        try work.ensure(chunks) { index in
+            guard let manifest else { return Data(count: work.chunkSize) }
+            return try fetchChunk(manifest, index)
+        }
+        guard hearth_fallocate(work.fd, Int32(mode), start, clippedEnd - start) == 0 else { throw FuseError(errno: errno) }
+        work.markDirty(chunks)
+        try lock.withLock {
+            let node = try node(ino)
+            node.mtimeNs = nowNs()
+            markFileDirty(node)
+        }
+    }
+
+    public func lseek(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, offset: UInt64, whence: UInt32) throws -> UInt64 {
+        let seekData: UInt32 = 3, seekHole: UInt32 = 4
+        guard whence == seekData || whence == seekHole else { throw FuseError.invalid }
+        let (data, size, manifest) = try lock.withLock {
+            let node = try node(ino)
+            return (node.work ?? node.clean, node.size, node.manifest)
+        }
+        var position = Int64(offset)
+        guard position < size else { throw FuseError.noDevice }
+        guard let data else { return whence == seekData ? offset : UInt64(size) }
+        let chunkSize = Int64(data.chunkSize)
+        while position < size {
+            let index = Int(position / chunkSize)
+            let chunkEnd = min((Int64(index) + 1) * chunkSize, size)
+            if data.isPresent(index) {
+                // Local bytes decide; ask the sparse file, bounded to this chunk.
+                let found = hearth_seek(data.fd, position, whence == seekData ? 1 : 0)
+                if found >= 0 && Int64(found) < chunkEnd { return UInt64(found) }
+                if whence == seekHole && found >= 0 && found >= size { return UInt64(size) }
+            } else {
+                let hole = manifest.map { index < $0.chunks.count ? $0.chunks[index].isZero : true } ?? true
+                if (whence == seekData) != hole { return UInt64(position) }
+            }
+            position = chunkEnd
+        }
+        if whence == seekHole { return UInt64(size) }
+        throw FuseError.noDevice
+    }
+
+    // MARK: xattrs (only when enabled; see VolumeConfiguration.xattrs)
+
+    public func getxattr(_ ctx: RequestContext, node ino: UInt64, name: String) throws -> [UInt8] {
+        guard config.xattrs else { throw FuseError.notSupported }
+        return try lock.withLock {
+            guard let value = try node(ino).xattrs[name] else { throw FuseError.noData }
+            return value
+        }
+    }
+
+    public func setxattr(_ ctx: RequestContext, node ino: UInt64, name: String, value: UnsafeRawBufferPointer, flags: UInt32) throws {
+        guard config.xattrs else { throw FuseError.notSupported }
+        try checkWritable()
+        guard name.utf8.count <= 255, value.count <= 64 << 10 else { throw FuseError.range }
+        try lock.withLock {
+            let node = try node(ino)
+            let create: UInt32 = 1, replace: UInt32 = 2
+            if flags & create != 0 && node.xattrs[name] != nil { throw FuseError.exists }
+            if flags & replace != 0 && node.xattrs[name] == nil { throw FuseError.noData }
+            node.xattrs[name] = Array(value)
+            node.ctimeNs = nowNs()
+            markParentsDirty(node)
+        }
+    }
+
+    public func listxattr(_ ctx: RequestContext, node ino: UInt64) throws -> [String] {
+        guard config.xattrs else { throw FuseError.notSupported }
+        return try lock.withLock { try node(ino).xattrs.keys.sorted() }
+    }
+
+    public func removexattr(_ ctx: RequestContext, node ino: UInt64, name: String) throws {
+        guard config.xattrs else { throw FuseError.notSupported }
+        try checkWritable()
+        try lock.withLock {
+            let node = try node(ino)
+            guard node.xattrs.removeValue(forKey: name) != nil else { throw FuseError.noData }
+            markParentsDirty(node)
+        }
+    }
+
+    public func destroy() {}
+}

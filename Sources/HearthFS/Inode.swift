@@ -1,0 +1,161 @@
+import Foundation
+import HearthCache
+import HearthFUSE
+import HearthStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One file, directory or other node of the volume, as the daemon knows it.
+///
+/// The kernel's node id *is* the store's inode number (``TreeEntry/inode``), so hard
+/// links are one node, ids are stable across remounts and a successor daemon can
+/// rebuild the table from ``InodeRecord``s without renumbering anything the kernel
+/// holds. Guarded by ``VolumeFileSystem``'s namespace lock; never touched without it.
+final class Inode {
+    let ino: UInt64
+    var kind: EntryKind
+    /// Directories containing a link to this node (one per link; a directory has one).
+    var parents: [UInt64]
+    var mode: UInt32
+    var uid: UInt32
+    var gid: UInt32
+    var rdev: UInt64
+    var size: Int64
+    var atimeNs: Int64
+    var mtimeNs: Int64
+    var ctimeNs: Int64
+    var nlink: UInt32
+    var symlinkTarget: String?
+    var xattrs: [String: [UInt8]]
+    /// Last committed content: manifest (files) or tree (directories) hash. Nil for
+    /// a node created since the last commit.
+    var child: ContentHash?
+    /// The size recorded in the committed manifest (tree entries must match it).
+    var committedSize: Int64
+    /// Kernel references (lookup, create…, minus forget).
+    var lookups: UInt64 = 0
+    /// Open handles.
+    var opens = 0
+    /// Directories: name → ino once loaded from the tree; nil means "not in memory".
+    var children: [String: UInt64]?
+    /// Directories: must be re-serialised at the next commit.
+    var treeDirty = false
+    /// Files: the committed manifest, loaded on open.
+    var manifest: Manifest?
+    /// Files: the clean cache file of `child` while open.
+    var clean: CacheFile?
+    /// Files: the working copy once written; holds dirty data until committed.
+    var work: CacheFile?
+
+    init(ino: UInt64, entry: TreeEntry, parent: UInt64) {
+        self.ino = ino
+        kind = entry.kind
+        parents = [parent]
+        mode = entry.mode & 0o7777
+        uid = entry.uid
+        gid = entry.gid
+        rdev = entry.rdev
+        size = entry.size
+        atimeNs = entry.atimeNs
+        mtimeNs = entry.mtimeNs
+        ctimeNs = entry.ctimeNs
+        nlink = max(1, entry.nlink)
+        symlinkTarget = entry.symlinkTarget
+        xattrs = entry.xattrs.mapValues { Array($0) }
+        child = entry.child
+        committedSize = entry.size
+    }
+
+    var fileType: UInt32 {
+        switch kind {
+        case .file: UInt32(S_IFREG)
+        case .directory: UInt32(S_IFDIR)
+        case .symlink: UInt32(S_IFLNK)
+        case .fifo: UInt32(S_IFIFO)
+        case .socket: UInt32(S_IFSOCK)
+        case .charDevice: UInt32(S_IFCHR)
+        case .blockDevice: UInt32(S_IFBLK)
+        }
+    }
+
+    var attributes: FileAttributes {
+        let bytes = UInt64(max(0, size))
+        return FileAttributes(ino: ino, size: bytes, blocks: (bytes + 511) / 512, atimeNs: atimeNs, mtimeNs: mtimeNs,
+                              ctimeNs: ctimeNs, mode: fileType | mode,
+                              // Directories report 1: "unknown", which stops find(1)'s leaf optimisation.
+                              nlink: kind == .directory ? 1 : nlink, uid: uid, gid: gid, rdev: UInt32(truncatingIfNeeded: rdev))
+    }
+
+    /// The tree entry this node commits as under `name`.
+    func treeEntry(name: String) -> TreeEntry {
+        TreeEntry(name: name, kind: kind, mode: mode, uid: uid, gid: gid, rdev: rdev,
+                  size: kind == .file ? committedSize : (kind == .symlink ? Int64(symlinkTarget?.utf8.count ?? 0) : 0),
+                  atimeNs: atimeNs, mtimeNs: mtimeNs, ctimeNs: ctimeNs, inode: ino, nlink: kind == .directory ? 1 : nlink,
+                  symlinkTarget: symlinkTarget, xattrs: xattrs.mapValues { Data($0) }, child: child)
+    }
+
+    static func kind(fromMode mode: UInt32) -> EntryKind? {
+        switch mode & UInt32(S_IFMT) {
+        case UInt32(S_IFREG), 0: .file
+        case UInt32(S_IFDIR): .directory
+        case UInt32(S_IFLNK): .symlink
+        case UInt32(S_IFIFO): .fifo
+        case UInt32(S_IFSOCK): .socket
+        case UInt32(S_IFCHR): .charDevice
+        case UInt32(S_IFBLK): .blockDevice
+        default: nil
+        }
+    }
+
+    /// `d_type` for readdir.
+    var direntType: UInt32 { fileType >> 12 }
+
+    /// A serialisable image of this node for a successor daemon (issue 8 takeover).
+    var record: InodeRecord {
+        InodeRecord(ino: ino, parents: parents, entry: treeEntry(name: "x"), size: size, lookups: lookups,
+                    loadedChildren: children, treeDirty: treeDirty, workingCopy: work?.path)
+    }
+}
+
+/// What a successor daemon needs to rebuild one node: the kernel still holds
+/// `lookups` references to `ino`, and dirty data lives in `workingCopy`.
+public struct InodeRecord: Sendable, Codable {
+    public var ino: UInt64
+    public var parents: [UInt64]
+    public var kind: UInt8
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: Int64
+    public var committedSize: Int64
+    public var times: [Int64]
+    public var nlink: UInt32
+    public var symlinkTarget: String?
+    public var child: String?
+    public var lookups: UInt64
+    public var loadedChildren: [String: UInt64]?
+    public var treeDirty: Bool
+    public var workingCopy: String?
+
+    init(ino: UInt64, parents: [UInt64], entry: TreeEntry, size: Int64, lookups: UInt64,
+         loadedChildren: [String: UInt64]?, treeDirty: Bool, workingCopy: String?) {
+        self.ino = ino
+        self.parents = parents
+        kind = entry.kind.rawValue
+        mode = entry.mode
+        uid = entry.uid
+        gid = entry.gid
+        self.size = size
+        committedSize = entry.size
+        times = [entry.atimeNs, entry.mtimeNs, entry.ctimeNs]
+        nlink = entry.nlink
+        symlinkTarget = entry.symlinkTarget
+        child = entry.child?.hex
+        self.lookups = lookups
+        self.loadedChildren = loadedChildren
+        self.treeDirty = treeDirty
+        self.workingCopy = workingCopy
+    }
+}

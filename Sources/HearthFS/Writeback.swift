@@ -1,0 +1,278 @@
+import Foundation
+import HearthCache
+import HearthFUSE
+import HearthStore
+
+/// Streams a volume's changes to the store: dirty chunks are uploaded, then the
+/// trees from every change up to the root, then the volume head is replaced by
+/// compare-and-swap. One commit runs at a time, on this object's own thread.
+///
+/// A commit takes each dirty file's dirty chunk set at one instant; writes after
+/// that re-dirty their chunks for the next commit, so nothing is lost and nothing
+/// blocks writers while uploads run. ``commitAndWait()`` (fsync) returns once a
+/// commit that *started after the call* is durable, so every write acknowledged
+/// before the fsync is in the store.
+final class Writeback: @unchecked Sendable {
+    // @unchecked: the counters below are guarded by `condition`; `fs` is weakly
+    // referenced and itself thread-safe.
+    private weak var fs: VolumeFileSystem?
+    private let condition = NSCondition()
+    private var requested: UInt64 = 0
+    private var completed: UInt64 = 0
+    private var lastError: (UInt64, any Error)?
+    private var stopping = false
+    private var running = false
+    private var thread: Thread?
+
+    init(fs: VolumeFileSystem) {
+        self.fs = fs
+    }
+
+    func start() {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !running else { return }
+        running = true
+        let thread = Thread { [self] in loop() }
+        thread.name = "hearth-writeback"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Asks for a commit soon (close of a dirty file) without waiting.
+    func requestCommit() {
+        condition.lock()
+        requested += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Commits and waits until a commit started after this call has finished.
+    func commitAndWait() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if !running {
+            condition.unlock()
+            defer { condition.lock() }
+            try fs?.commitOnce()
+            return
+        }
+        requested += 1
+        let target = requested
+        condition.broadcast()
+        while completed < target && running { condition.wait() }
+        if let (seq, error) = lastError, seq >= target { throw fuseError(error) }
+    }
+
+    /// Final commit and stop (unmount).
+    func stop() throws {
+        condition.lock()
+        let wasRunning = running
+        stopping = true
+        condition.broadcast()
+        while running { condition.wait() }
+        condition.unlock()
+        if !wasRunning { try fs?.commitOnce() }
+        if let (_, error) = lastError, fs?.hasDirtyState == true { throw error }
+    }
+
+    private func loop() {
+        guard let interval = fs?.config.commitInterval else { return }
+        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+        while true {
+            condition.lock()
+            let deadline = Date(timeIntervalSinceNow: max(0.05, seconds))
+            while requested == completed && !stopping {
+                if !condition.wait(until: deadline) { break }
+            }
+            let target = requested
+            let stop = stopping
+            condition.unlock()
+
+            var failure: (any Error)?
+            do { try fs?.commitOnce() } catch { failure = error }
+            fs?.trimMemory()
+
+            condition.lock()
+            completed = max(completed, target)
+            if let failure { lastError = (target, failure) } else if lastError.map({ $0.0 <= target }) == true { lastError = nil }
+            condition.broadcast()
+            if stop {
+                running = false
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            condition.unlock()
+        }
+    }
+}
+
+extension VolumeFileSystem {
+    /// Whether anything is waiting to be committed.
+    var hasDirtyState: Bool { lock.withLock { !dirtyFiles.isEmpty || !dirtyDirs.isEmpty } }
+
+    private struct FileUpload {
+        var ino: UInt64
+        var work: CacheFile?
+        var chunks: [Int]
+        var size: Int64
+        var base: Manifest?
+    }
+
+    /// One commit: upload dirty chunks and manifests, serialise dirty trees bottom-up,
+    /// upload them, swap the head. Runs on the write-back thread (or the caller's).
+    func commitOnce() throws {
+        guard !config.readOnly else { return }
+        // 1. Take the dirty state of every dirty file at one instant.
+        let uploads: [FileUpload] = lock.withLock {
+            let taken = dirtyFiles.compactMap { ino -> FileUpload? in
+                guard let node = nodes[ino], node.kind == .file else { return nil }
+                if let work = node.work {
+                    let (chunks, size) = work.takeDirty()
+                    cache.retain(work)
+                    return FileUpload(ino: ino, work: work, chunks: chunks, size: size, base: node.manifest)
+                }
+                return FileUpload(ino: ino, work: nil, chunks: [], size: node.size, base: node.manifest)
+            }
+            dirtyFiles.removeAll()
+            return taken
+        }
+        guard !uploads.isEmpty || lock.withLock({ !dirtyDirs.isEmpty }) else { return }
+        defer { for upload in uploads { if let work = upload.work { cache.close(work) } } }
+
+        // 2. Upload chunks and manifests (outside the lock).
+        let manifests: [(UInt64, Manifest, ContentHash)]
+        do {
+            manifests = try uploadFiles(uploads)
+        } catch {
+            lock.withLock {
+                for upload in uploads {
+                    upload.work?.restoreDirty(upload.chunks)
+                    if let node = nodes[upload.ino], node.nlink > 0 { markFileDirty(node) }
+                }
+            }
+            throw error
+        }
+
+        // 3. Install the manifests and serialise dirty trees, deepest first.
+        let (trees, root, logical, serialised): ([(ContentHash, Data)], ContentHash?, Int64, [UInt64]) = lock.withLock {
+            for (ino, manifest, hash) in manifests {
+                guard let node = nodes[ino] else { continue }
+                node.child = hash
+                node.committedSize = manifest.size
+                node.manifest = manifest
+                if node.opens == 0, !dirtyFiles.contains(ino), node.work?.isDirty == false { retireWorkingCopy(node) }
+            }
+            func depth(_ ino: UInt64) -> Int {
+                var d = 0
+                var current = nodes[ino]?.parents.first
+                while let id = current, d < 10_000 { d += 1; current = nodes[id]?.parents.first }
+                return d
+            }
+            let order = dirtyDirs.filter { nodes[$0] != nil }.sorted { depth($0) > depth($1) }
+            var trees: [(ContentHash, Data)] = []
+            var root: ContentHash?
+            for ino in order {
+                guard let dir = nodes[ino], let children = dir.children else { continue }
+                var entries: [TreeEntry] = []
+                entries.reserveCapacity(children.count)
+                for (name, child) in children {
+                    guard let node = nodes[child] else { continue }
+                    // Created since step 1: not part of this version yet.
+                    if (node.kind == .file || node.kind == .directory) && node.child == nil { continue }
+                    entries.append(node.treeEntry(name: name))
+                }
+                guard let tree = try? Tree(entries: entries) else { continue }
+                let data = tree.encoded()
+                let hash = ContentHash.of(data)
+                dir.child = hash
+                dir.treeDirty = false
+                trees.append((hash, data))
+                if ino == 1 { root = hash }
+            }
+            dirtyDirs.subtract(order)
+            return (trees, root, usedBytes, order)
+        }
+
+        // 4. Upload trees, then swap the head.
+        let content = self.content, heads = self.heads, volume = config.volumeID
+        let expected = lock.withLock { head }
+        do {
+            let newHead = try blocking {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (hash, data) in trees { group.addTask { try await content.put(.tree, data, hash: hash) } }
+                    try await group.waitForAll()
+                }
+                guard let root else { return expected }
+                return try await heads.commit(volume, root: root, logicalBytes: logical, expected: expected)
+            }
+            lock.withLock { head = newHead }
+        } catch {
+            lock.withLock {
+                for ino in serialised { markTreeDirty(ino) }
+            }
+            throw error
+        }
+    }
+
+    private func uploadFiles(_ uploads: [FileUpload]) throws -> [(UInt64, Manifest, ContentHash)] {
+        let content = self.content, chunkSize = config.chunkSize, parallelism = config.uploadParallelism
+        let stats = cache.stats
+        return try blocking {
+            var results: [(UInt64, Manifest, ContentHash)] = []
+            for upload in uploads {
+                let size = upload.size
+                let cs = upload.base?.chunkSize ?? upload.work?.chunkSize ?? chunkSize
+                let count = Manifest.chunkCount(size: size, chunkSize: cs)
+                var hashes = Array((upload.base?.chunks ?? []).prefix(count))
+                hashes += Array(repeating: ContentHash.zero, count: count - hashes.count)
+                if let work = upload.work {
+                    let dirty = upload.chunks.filter { $0 < count }
+                    try await withThrowingTaskGroup(of: (Int, ContentHash, Int).self) { group in
+                        var next = 0
+                        func launch() {
+                            let index = dirty[next]
+                            next += 1
+                            group.addTask {
+                                let data = try work.readChunk(index, size: size)
+                                let hash = try await content.putChunk(data)
+                                return (index, hash, hash.isZero ? 0 : data.count)
+                            }
+                        }
+                        while next < dirty.count && next < parallelism { launch() }
+                        while let (index, hash, bytes) = try await group.next() {
+                            hashes[index] = hash
+                            stats.add(uploaded: Int64(bytes))
+                            if next < dirty.count { launch() }
+                        }
+                    }
+                }
+                let manifest = Manifest(size: size, chunkSize: cs, chunks: hashes)
+                results.append((upload.ino, manifest, try await content.putManifest(manifest)))
+            }
+            return results
+        }
+    }
+
+    /// Bounded memory: unloads directories nobody has open whose children the kernel
+    /// no longer references, once more than ``VolumeConfiguration/maxCachedInodes`` nodes
+    /// are in memory. They reload from their (committed) tree on the next lookup.
+    func trimMemory() {
+        lock.withLock {
+            guard nodes.count > config.maxCachedInodes else { return }
+            for dir in Array(nodes.values) where dir.kind == .directory && dir.ino != 1 {
+                guard let children = dir.children, dir.opens == 0, !dir.treeDirty, dir.child != nil else { continue }
+                let removable = children.values.allSatisfy { ino in
+                    guard let c = nodes[ino] else { return true }
+                    return c.lookups == 0 && c.opens == 0 && c.children == nil && c.work == nil && c.clean == nil
+                        && !dirtyFiles.contains(ino) && (c.kind == .directory || c.nlink <= 1) && c.child != nil
+                }
+                guard removable else { continue }
+                for ino in children.values { nodes[ino] = nil }
+                dir.children = nil
+                if nodes.count <= config.maxCachedInodes / 10 * 9 { return }
+            }
+        }
+    }
+}

@@ -1,0 +1,461 @@
+import CFuse
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serves one FUSE connection: reads requests from /dev/fuse, decodes them, calls the
+/// ``FileSystemHandler`` and writes replies.
+///
+/// Requests are served by a pool of plain threads, each reading its own fd cloned
+/// from the connection (FUSE_DEV_IOC_CLONE), as mountpoint-s3 does: a thread that
+/// blocks on the object store holds up only its own request. The pool starts with
+/// ``SessionOptions/minWorkers`` threads and adds one whenever every thread is busy,
+/// up to ``SessionOptions/maxWorkers``.
+///
+/// Everything the kernel negotiated lives in ``parameters`` (one `Codable` value), so a
+/// successor daemon can take over the fd without a second INIT.
+public final class FuseSession: Sendable {
+    /// The newest protocol minor this implementation speaks.
+    public static let protocolMinor: UInt32 = 45
+
+    public let fd: Int32
+    public let handler: any FileSystemHandler
+    public let options: SessionOptions
+    public let metrics: FuseMetrics
+
+    private struct Pool {
+        var workers = 0
+        var idle = 0
+        var stopped = false
+        var destroyed = false
+        var parameters: SessionParameters?
+    }
+
+    private let pool: Mutex<Pool>
+    /// Signalled when the last worker exits.
+    private let finished = NSCondition()
+
+    /// - Parameter restoring: INIT parameters of a session taken over from a previous
+    ///   daemon; nil for a fresh mount (the kernel's INIT is then the first request).
+    public init(fd: Int32, handler: any FileSystemHandler, options: SessionOptions = SessionOptions(),
+                metrics: FuseMetrics = FuseMetrics(), restoring: SessionParameters? = nil) {
+        self.fd = fd
+        self.handler = handler
+        self.options = options
+        self.metrics = metrics
+        var pool = Pool()
+        pool.parameters = restoring
+        self.pool = Mutex(pool)
+    }
+
+    /// The negotiated parameters, once INIT was answered.
+    public var parameters: SessionParameters? { pool.withLock { $0.parameters } }
+
+    /// Current worker count (for metrics and tests of pool growth).
+    public var workerCount: Int { pool.withLock { $0.workers } }
+
+    /// Serves until the kernel ends the connection (unmount, abort); blocks.
+    public func run() {
+        let initial = pool.withLock { $0.parameters == nil ? 1 : max(1, options.minWorkers) }
+        for _ in 0..<initial { spawnWorker() }
+        finished.lock()
+        while pool.withLock({ $0.workers > 0 }) { finished.wait() }
+        finished.unlock()
+        let destroy = pool.withLock { pool in
+            defer { pool.destroyed = true }
+            return !pool.destroyed
+        }
+        if destroy { handler.destroy() }
+    }
+
+    private func spawnWorker() {
+        pool.withLock {
+            $0.workers += 1
+            $0.idle += 1
+        }
+        let thread = Thread { [self] in
+            let workerFD = cloneFD()
+            serve(on: workerFD)
+            if workerFD != fd { Glibc.close(workerFD) }
+            let last = pool.withLock { pool in
+                pool.workers -= 1
+                pool.idle -= 1
+                return pool.workers == 0
+            }
+            if last {
+                finished.lock()
+                finished.broadcast()
+                finished.unlock()
+            }
+        }
+        thread.name = "fuse-worker"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// A new fd on the same connection, so this worker's reads and replies do not
+    /// contend with the others'; falls back to sharing the session fd.
+    private func cloneFD() -> Int32 {
+        let clone = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        guard clone >= 0 else { return fd }
+        guard hearth_fuse_dev_clone(clone, UInt32(fd)) == 0 else {
+            Glibc.close(clone)
+            return fd
+        }
+        return clone
+    }
+
+    private func serve(on workerFD: Int32) {
+        let bufferSize = Int(options.maxWrite) + 64 * 1024
+        // Owned by this worker for its whole life; freed on exit.
+        let request = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
+        let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
+        defer {
+            request.deallocate()
+            reply.deallocate()
+        }
+        while true {
+            let n = Glibc.read(workerFD, request.baseAddress, bufferSize)
+            if n < 0 {
+                let err = errno
+                if err == EINTR || err == EAGAIN || err == ENOENT { continue }
+                // ENODEV: unmounted or aborted. Anything else: the connection is unusable.
+                pool.withLock { $0.stopped = true }
+                return
+            }
+            let spawn = pool.withLock { pool in
+                pool.idle -= 1
+                return pool.idle == 0 && pool.parameters != nil && !pool.stopped && pool.workers < options.maxWorkers
+            }
+            if spawn { spawnWorker() }
+            handle(UnsafeRawBufferPointer(rebasing: request[0..<n]), fd: workerFD, scratch: reply)
+            pool.withLock { $0.idle += 1 }
+        }
+    }
+
+    // MARK: replies
+
+    private func send(_ fd: Int32, unique: UInt64, error: Int32, body: UnsafeRawBufferPointer) {
+        var header = ReplyWriter(capacity: 16)
+        header.u32(UInt32(FuseLayout.outHeader + body.count))
+        header.i32(error == 0 ? 0 : -error)
+        header.u64(unique)
+        header.bytes.withUnsafeBytes { head in
+            var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+                       iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count)]
+            // ENOENT: the request was interrupted and the kernel forgot it; nothing to do.
+            _ = writev(fd, &iov, body.count == 0 ? 1 : 2)
+        }
+    }
+
+    private func send(_ fd: Int32, unique: UInt64, _ w: ReplyWriter) {
+        w.bytes.withUnsafeBytes { send(fd, unique: unique, error: 0, body: $0) }
+    }
+
+    /// Sends an unsolicited notification (invalidation, resend) on the session fd.
+    public func notify(_ code: FuseNotifyCode, _ body: ReplyWriter) -> Int32 {
+        var header = ReplyWriter(capacity: 16 + body.count)
+        header.u32(UInt32(FuseLayout.outHeader + body.count))
+        header.i32(code.rawValue)
+        header.u64(0)
+        header.append(body.bytes)
+        let written = header.bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        return written < 0 ? errno : 0
+    }
+
+    /// Asks the kernel to forget a cached name (after a change it did not make).
+    public func invalidateEntry(parent: UInt64, name: String) {
+        var w = ReplyWriter()
+        w.u64(parent)
+        w.u32(UInt32(name.utf8.count))
+        w.u32(0)
+        w.append(Array(name.utf8))
+        w.append([0])
+        _ = notify(.invalEntry, w)
+    }
+
+    // MARK: dispatch
+
+    private func handle(_ request: UnsafeRawBufferPointer, fd: Int32, scratch: UnsafeMutableRawBufferPointer) {
+        guard request.count >= FuseLayout.inHeader else { return }
+        var r = RequestReader(request)
+        let opcode = (try? r.skip(4)).flatMap { try? r.u32() } ?? 0
+        let unique = (try? r.u64()) ?? 0
+        let node = (try? r.u64()) ?? 0
+        let ctx = RequestContext(unique: unique, uid: (try? r.u32()) ?? 0, gid: (try? r.u32()) ?? 0, pid: (try? r.u32()) ?? 0)
+        r.offset = FuseLayout.inHeader
+        let start = DispatchTime.now().uptimeNanoseconds
+        var failed = false
+        guard let op = FuseOpcode(rawValue: opcode) else {
+            send(fd, unique: unique, error: ENOSYS, body: UnsafeRawBufferPointer(start: nil, count: 0))
+            return
+        }
+        do {
+            try dispatch(op, ctx: ctx, node: node, reader: &r, fd: fd, scratch: scratch)
+        } catch let error as FuseError {
+            failed = true
+            send(fd, unique: unique, error: error.errno, body: UnsafeRawBufferPointer(start: nil, count: 0))
+        } catch {
+            failed = true
+            send(fd, unique: unique, error: EIO, body: UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+        metrics.record(opcode, nanoseconds: DispatchTime.now().uptimeNanoseconds - start, failed: failed)
+    }
+
+    private func attrReply(_ attributes: FileAttributes, timeoutNs: UInt64) -> ReplyWriter {
+        var w = ReplyWriter(capacity: FuseLayout.attrOut)
+        w.u64(timeoutNs / 1_000_000_000)
+        w.u32(UInt32(timeoutNs % 1_000_000_000))
+        w.u32(0)
+        attributes.encode(into: &w)
+        return w
+    }
+
+    private func entryReply(_ entry: EntryReply) -> ReplyWriter {
+        var w = ReplyWriter(capacity: FuseLayout.entryOut)
+        entry.encode(into: &w)
+        return w
+    }
+
+    private static let empty = ReplyWriter(capacity: 0)
+
+    // One switch, one case per opcode: decode, call, encode. Layouts are those of
+    // <linux/fuse.h> 7.45 (see KernelABI.swift).
+    private func dispatch(_ op: FuseOpcode, ctx: RequestContext, node: UInt64, reader r: inout RequestReader,
+                          fd: Int32, scratch: UnsafeMutableRawBufferPointer) throws {
+        let h = handler
+        let u = ctx.unique
+        switch op {
+        case .`init`:
+            let major = try r.u32(), minor = try r.u32(), readahead = try r.u32()
+            var flags = UInt64(try r.u32())
+            if flags & FuseInitFlag.initExt != 0, r.remaining >= 4 { flags |= UInt64(try r.u32()) << 32 }
+            guard major >= 7 else { throw FuseError.protocolError }
+            if major > 7 {
+                // Newer major: answer with ours only; the kernel retries INIT at 7.x.
+                var w = ReplyWriter()
+                w.u32(7); w.u32(Self.protocolMinor); w.zeros(56)
+                send(fd, unique: u, w)
+                return
+            }
+            guard minor >= 31 else { throw FuseError.protocolError }
+            let parameters = options.negotiate(kernelMinor: minor, kernelFlags: flags, kernelMaxReadahead: readahead)
+            h.initialized(parameters)
+            pool.withLock { $0.parameters = parameters }
+            var w = ReplyWriter(capacity: FuseLayout.initOut)
+            parameters.encodeInitReply(into: &w)
+            send(fd, unique: u, w)
+            for _ in 1..<max(1, options.minWorkers) { spawnWorker() }
+        case .destroy:
+            let first = pool.withLock { pool in
+                defer { pool.destroyed = true }
+                return !pool.destroyed
+            }
+            if first { h.destroy() }
+            send(fd, unique: u, Self.empty)
+        case .interrupt:
+            // Every operation here finishes in bounded time; the kernel gets the
+            // reply (or EINTR for the caller) when it does. No reply to INTERRUPT.
+            return
+        case .forget:
+            h.forget(node: node, count: try r.u64())
+        case .batchForget:
+            let count = try r.u32()
+            try r.skip(4)
+            for _ in 0..<count {
+                let id = try r.u64(), n = try r.u64()
+                h.forget(node: id, count: n)
+            }
+        case .lookup:
+            send(fd, unique: u, entryReply(try h.lookup(ctx, parent: node, name: try r.cString())))
+        case .getattr:
+            let flags = try r.u32()
+            try r.skip(4)
+            let fh = try r.u64()
+            let (attributes, timeout) = try h.getattr(ctx, node: node, handle: flags & 1 != 0 ? fh : nil)
+            send(fd, unique: u, attrReply(attributes, timeoutNs: timeout))
+        case .setattr:
+            let valid = try r.u32()
+            try r.skip(4)
+            let fh = try r.u64(), size = try r.u64()
+            try r.skip(8)
+            let atime = try r.u64(), mtime = try r.u64(), ctime = try r.u64()
+            let atimens = try r.u32(), mtimens = try r.u32(), ctimens = try r.u32()
+            let mode = try r.u32()
+            try r.skip(4)
+            let uid = try r.u32(), gid = try r.u32()
+            var changes = SetAttributes()
+            let now = Self.nowNs()
+            if valid & FuseSetattrValid.mode != 0 { changes.mode = mode }
+            if valid & FuseSetattrValid.uid != 0 { changes.uid = uid }
+            if valid & FuseSetattrValid.gid != 0 { changes.gid = gid }
+            if valid & FuseSetattrValid.size != 0 { changes.size = size }
+            if valid & FuseSetattrValid.fh != 0 { changes.handle = fh }
+            if valid & FuseSetattrValid.atime != 0 {
+                changes.atimeNs = valid & FuseSetattrValid.atimeNow != 0 ? now : Int64(bitPattern: atime) * 1_000_000_000 + Int64(atimens)
+            }
+            if valid & FuseSetattrValid.mtime != 0 {
+                changes.mtimeNs = valid & FuseSetattrValid.mtimeNow != 0 ? now : Int64(bitPattern: mtime) * 1_000_000_000 + Int64(mtimens)
+            }
+            if valid & FuseSetattrValid.ctime != 0 { changes.ctimeNs = Int64(bitPattern: ctime) * 1_000_000_000 + Int64(ctimens) }
+            changes.killSuidgid = valid & FuseSetattrValid.killSuidgid != 0
+            let (attributes, timeout) = try h.setattr(ctx, node: node, changes)
+            send(fd, unique: u, attrReply(attributes, timeoutNs: timeout))
+        case .readlink:
+            var w = ReplyWriter()
+            w.append(Array(try h.readlink(ctx, node: node).utf8))
+            send(fd, unique: u, w)
+        case .symlink:
+            let name = try r.cString(), target = try r.cString()
+            send(fd, unique: u, entryReply(try h.symlink(ctx, parent: node, name: name, target: target)))
+        case .mknod:
+            let mode = try r.u32(), rdev = try r.u32(), umask = try r.u32()
+            try r.skip(4)
+            send(fd, unique: u, entryReply(try h.mknod(ctx, parent: node, name: try r.cString(), mode: mode, rdev: rdev, umask: umask)))
+        case .mkdir:
+            let mode = try r.u32(), umask = try r.u32()
+            send(fd, unique: u, entryReply(try h.mkdir(ctx, parent: node, name: try r.cString(), mode: mode, umask: umask)))
+        case .unlink:
+            try h.unlink(ctx, parent: node, name: try r.cString())
+            send(fd, unique: u, Self.empty)
+        case .rmdir:
+            try h.rmdir(ctx, parent: node, name: try r.cString())
+            send(fd, unique: u, Self.empty)
+        case .rename, .rename2:
+            let newParent = try r.u64()
+            var flags: UInt32 = 0
+            if op == .rename2 {
+                flags = try r.u32()
+                try r.skip(4)
+            }
+            let name = try r.cString(), newName = try r.cString()
+            try h.rename(ctx, parent: node, name: name, newParent: newParent, newName: newName, flags: flags)
+            send(fd, unique: u, Self.empty)
+        case .link:
+            let old = try r.u64()
+            send(fd, unique: u, entryReply(try h.link(ctx, node: old, newParent: node, newName: try r.cString())))
+        case .open, .opendir:
+            let flags = try r.u32()
+            let reply = op == .open ? try h.open(ctx, node: node, flags: flags) : try h.opendir(ctx, node: node, flags: flags)
+            var w = ReplyWriter(capacity: FuseLayout.openOut)
+            reply.encode(into: &w)
+            send(fd, unique: u, w)
+        case .create:
+            let flags = try r.u32(), mode = try r.u32(), umask = try r.u32()
+            try r.skip(4)
+            let (entry, open) = try h.create(ctx, parent: node, name: try r.cString(), mode: mode, umask: umask, flags: flags)
+            var w = ReplyWriter(capacity: FuseLayout.entryOut + FuseLayout.openOut)
+            entry.encode(into: &w)
+            open.encode(into: &w)
+            send(fd, unique: u, w)
+        case .read:
+            let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<min(size, scratch.count)])
+            let n = try h.read(ctx, node: node, handle: fh, offset: offset, into: buffer)
+            send(fd, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+        case .write:
+            let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
+            try r.skip(4 + 8)
+            let flags = try r.u32()
+            try r.skip(4)
+            let n = try h.write(ctx, node: node, handle: fh, offset: offset, data: try r.bytes(size), flags: flags)
+            var w = ReplyWriter(capacity: 8)
+            w.u32(UInt32(n)); w.u32(0)
+            send(fd, unique: u, w)
+        case .statfs:
+            let s = try h.statfs(ctx, node: node)
+            var w = ReplyWriter(capacity: FuseLayout.statfsOut)
+            w.u64(s.blocks); w.u64(s.blocksFree); w.u64(s.blocksAvailable); w.u64(s.files); w.u64(s.filesFree)
+            w.u32(s.blockSize); w.u32(s.nameMax); w.u32(s.blockSize); w.u32(0); w.zeros(24)
+            send(fd, unique: u, w)
+        case .release, .releasedir:
+            let fh = try r.u64(), flags = try r.u32()
+            if op == .release { h.release(ctx, node: node, handle: fh, flags: flags) } else { h.releasedir(ctx, node: node, handle: fh) }
+            send(fd, unique: u, Self.empty)
+        case .fsync, .fsyncdir:
+            let fh = try r.u64(), flags = try r.u32()
+            if op == .fsync { try h.fsync(ctx, node: node, handle: fh, dataOnly: flags & 1 != 0) } else { try h.fsyncdir(ctx, node: node, handle: fh) }
+            send(fd, unique: u, Self.empty)
+        case .flush:
+            try h.flush(ctx, node: node, handle: try r.u64())
+            send(fd, unique: u, Self.empty)
+        case .readdir, .readdirplus:
+            let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
+            var w = ReplyWriter(capacity: min(size, 64 * 1024))
+            func dirent(_ e: DirectoryEntry, into w: inout ReplyWriter) {
+                let name = Array(e.name.utf8)
+                w.u64(e.ino); w.u64(e.nextOffset); w.u32(UInt32(name.count)); w.u32(e.type)
+                w.append(name)
+                w.padTo8()
+            }
+            func fits(_ e: DirectoryEntry, plus: Bool) -> Bool {
+                let len = (FuseLayout.direntHeader + e.name.utf8.count + 7) & ~7
+                return w.count + len + (plus ? FuseLayout.entryOut : 0) <= size
+            }
+            if op == .readdir {
+                try h.readdir(ctx, node: node, handle: fh, offset: offset) { e in
+                    guard fits(e, plus: false) else { return false }
+                    dirent(e, into: &w)
+                    return true
+                }
+            } else {
+                try h.readdirplus(ctx, node: node, handle: fh, offset: offset) { e, entry in
+                    guard fits(e, plus: true) else { return false }
+                    entry.encode(into: &w)
+                    dirent(e, into: &w)
+                    return true
+                }
+            }
+            send(fd, unique: u, w)
+        case .access:
+            try h.access(ctx, node: node, mask: try r.u32())
+            send(fd, unique: u, Self.empty)
+        case .fallocate:
+            let fh = try r.u64(), offset = try r.u64(), length = try r.u64(), mode = try r.u32()
+            try h.fallocate(ctx, node: node, handle: fh, offset: offset, length: length, mode: mode)
+            send(fd, unique: u, Self.empty)
+        case .lseek:
+            let fh = try r.u64(), offset = try r.u64(), whence = try r.u32()
+            var w = ReplyWriter(capacity: 8)
+            w.u64(try h.lseek(ctx, node: node, handle: fh, offset: offset, whence: whence))
+            send(fd, unique: u, w)
+        case .getxattr, .listxattr:
+            let size = Int(try r.u32())
+            try r.skip(4)
+            let value: [UInt8]
+            if op == .getxattr {
+                value = try h.getxattr(ctx, node: node, name: try r.cString())
+            } else {
+                value = try h.listxattr(ctx, node: node).flatMap { Array($0.utf8) + [0] }
+            }
+            var w = ReplyWriter(capacity: max(8, value.count))
+            if size == 0 {
+                w.u32(UInt32(value.count)); w.u32(0)
+            } else {
+                guard value.count <= size else { throw FuseError.range }
+                w.append(value)
+            }
+            send(fd, unique: u, w)
+        case .setxattr:
+            let size = Int(try r.u32()), flags = try r.u32()
+            if parameters?.has(FuseInitFlag.setxattrExt) == true { try r.skip(8) }
+            let name = try r.cString()
+            try h.setxattr(ctx, node: node, name: name, value: try r.bytes(size), flags: flags)
+            send(fd, unique: u, Self.empty)
+        case .removexattr:
+            try h.removexattr(ctx, node: node, name: try r.cString())
+            send(fd, unique: u, Self.empty)
+        default:
+            throw FuseError.notSupported
+        }
+    }
+
+    static func nowNs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+}
