@@ -3,6 +3,7 @@ import ArgumentParser
 enum BenchSubcommands {
     static let all: [any ParsableCommand.Type] = [
         RPCBench.self,
+        FSBench.self,
         RPCBenchServer.self,
     ]
 }

@@ -5,6 +5,7 @@ import ArgumentParser
 enum HearthSubcommands {
     static let all: [any ParsableCommand.Type] = [
         ControllerCommand.self,
+        MountCommand.self,
         VersionCommand.self,
     ]
 }

@@ -1,0 +1,158 @@
+import Foundation
+import HearthStore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `hearth mount` daemon in its own process on a temporary store, mountpoint and
+/// cache. A separate process, because the test's own blocking syscalls on the mount
+/// must never wait on a daemon that shares their thread pool.
+final class MountedVolume: @unchecked Sendable {
+    // @unchecked: mutated only by the test that owns it, on one task at a time.
+    let root: String
+    let store: String
+    let mountpoint: String
+    var cacheDir: String
+    let volumeID: String
+    private var process: Process?
+
+    /// The `hearth` binary next to the test bundle (same build products directory).
+    static var binary: String {
+        let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var dir = bundle
+        for _ in 0..<3 {
+            let candidate = dir.appendingPathComponent("hearth").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return bundle.appendingPathComponent("hearth").path
+    }
+
+    /// Creates a store with one volume of `capacity` bytes.
+    init(capacity: Int64 = 64 << 30, root existing: String? = nil, volumeID: String? = nil) async throws {
+        root = existing ?? FileManager.default.temporaryDirectory.appendingPathComponent("hearth-fs-\(UUID().uuidString.prefix(8))").path
+        store = root + "/store"
+        mountpoint = root + "/mnt"
+        cacheDir = root + "/cache"
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        if let volumeID {
+            self.volumeID = volumeID
+        } else {
+            let catalog = Catalog(try DirectoryStore(root: URL(fileURLWithPath: store)))
+            self.volumeID = try await catalog.createVolume(name: "test", capacityBytes: capacity).id
+        }
+    }
+
+    /// Starts the daemon and waits until the mount answers.
+    func start(extra: [String] = [], mountpoint mnt: String? = nil, cacheSize: String = "1GiB") throws {
+        let target = mnt ?? mountpoint
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["mount", "--store", "file://" + store, volumeID, target, "--cache-dir", cacheDir,
+                       "--cache-size", cacheSize, "--commit-interval", "1s"] + extra
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if Self.isFuseMount(target) { return }
+            guard p.isRunning else { throw HarnessError("hearth mount exited with \(p.terminationStatus)") }
+            usleep(20_000)
+        }
+        throw HarnessError("mount did not appear at \(target)")
+    }
+
+    /// SIGTERM and wait: the daemon unmounts and commits before exiting.
+    func stop() throws {
+        guard let p = process else { return }
+        process = nil
+        p.terminate()
+        let deadline = Date().addingTimeInterval(30)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            throw HarnessError("daemon did not exit on SIGTERM")
+        }
+        guard p.terminationStatus == 0 else { throw HarnessError("daemon exited with \(p.terminationStatus)") }
+    }
+
+    /// Kills the daemon without letting it unmount (a crash).
+    func crash() {
+        guard let p = process else { return }
+        process = nil
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    var pid: Int32? { process?.processIdentifier }
+
+    func cleanup() {
+        crash()
+        _ = umount2(mountpoint, Int32(MNT_DETACH))
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    func path(_ name: String) -> String { mountpoint + "/" + name }
+
+    static func isFuseMount(_ path: String) -> Bool {
+        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        return info.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && fields[4] == path && line.contains(" - fuse")
+        }
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs a command, returning its exit status and combined output.
+@discardableResult
+func sh(_ command: String, timeout: TimeInterval = 120) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", command]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+func commandExists(_ name: String) -> Bool {
+    (try? sh("command -v \(name) >/dev/null 2>&1").status) == 0
+}
+
+/// Deterministic pseudo-random bytes.
+func patternBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    var out = [UInt8](repeating: 0, count: count)
+    for i in 0..<count {
+        state ^= state << 13
+        state ^= state >> 7
+        state ^= state << 17
+        out[i] = UInt8(truncatingIfNeeded: state)
+    }
+    return out
+}
+
+func writeFile(_ path: String, _ bytes: [UInt8], flags: Int32 = O_WRONLY | O_CREAT | O_TRUNC, sync: Bool = false) throws {
+    let fd = open(path, flags, 0o644)
+    guard fd >= 0 else { throw HarnessError("open \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    guard n == bytes.count else { throw HarnessError("write \(path): \(String(cString: strerror(errno)))") }
+    if sync { guard fsync(fd) == 0 else { throw HarnessError("fsync \(path): \(String(cString: strerror(errno)))") } }
+}
+
+func readFile(_ path: String) throws -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: path) else { throw HarnessError("cannot read \(path)") }
+    return Array(data)
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Filesystem benchmark: fio (sequential 1 MiB and random 4 KiB, read and write, 1 and
+# 4 jobs) and a metadata run (create + stat + unlink 10,000 files, find over them) on
+# a cached Hearth volume, the native directory under it, and bindfs over that
+# directory. Prints one table of MiB/s (or seconds) and ratios, all from this run.
+#
+# Usage: e2e/bench/fs.sh [hearth binary] [work dir]
+# Needs: fio, bindfs; runs as root (drops caches between runs).
+set -euo pipefail
+HEARTH=${1:-$(dirname "$0")/../../.build/release/hearth}
+WORK=${2:-/tmp/hearth-fsbench}
+SIZE=${FS_BENCH_SIZE:-512m}
+RUNTIME=${FS_BENCH_RUNTIME:-10}
+FILES=${FS_BENCH_FILES:-10000}
+
+cleanup() {
+  [ -n "${HPID:-}" ] && kill "$HPID" 2>/dev/null && wait "$HPID" 2>/dev/null || true
+  fusermount3 -u "$WORK/bindfs" 2>/dev/null || umount -l "$WORK/bindfs" 2>/dev/null || true
+  umount -l "$WORK/hearth" 2>/dev/null || true
+}
+trap cleanup EXIT
+cleanup
+rm -rf "$WORK"
+mkdir -p "$WORK"/{native,bindfs,hearth,store,cache}
+
+"$HEARTH" volume create --store "file://$WORK/store" bench --capacity 100GiB >/dev/null
+"$HEARTH" mount --store "file://$WORK/store" bench "$WORK/hearth" --cache-dir "$WORK/cache" \
+  --cache-size 20GiB --commit-interval 5s >/dev/null &
+HPID=$!
+for _ in $(seq 100); do mountpoint -q "$WORK/hearth" && break; sleep 0.1; done
+bindfs --no-allow-other "$WORK/native" "$WORK/bindfs" 2>/dev/null || bindfs "$WORK/native" "$WORK/bindfs"
+mkdir -p "$WORK/native/fio" "$WORK/hearth/fio"
+
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# fio MiB/s for one target directory.
+fio_run() { # dir rw bs jobs
+  local dir=$1 rw=$2 bs=$3 jobs=$4
+  drop
+  fio --name=b --directory="$dir" --rw="$rw" --bs="$bs" --size="$SIZE" --numjobs="$jobs" \
+    --ioengine=psync --invalidate=0 --time_based --runtime="$RUNTIME" --group_reporting \
+    --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % ((j["read"]["bw"]+j["write"]["bw"])/1024))'
+}
+
+# Lay the fio files out once per target (so reads hit cached, committed data).
+for jobs in 1 4; do
+  for t in native hearth; do
+    d="$WORK/$t/fio"; [ $t = native ] || true
+    fio --name=b --directory="$d" --rw=write --bs=1m --size="$SIZE" --numjobs=$jobs --invalidate=0 \
+      --output-format=terse >/dev/null 2>&1
+  done
+done
+sync
+
+declare -a ROWS
+row() { ROWS+=("$1|$2|$3|$4"); }
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
+
+for spec in "read 1m" "write 1m" "randread 4k" "randwrite 4k"; do
+  set -- $spec
+  for jobs in 1 4; do
+    n=$(fio_run "$WORK/native/fio" "$1" "$2" $jobs)
+    b=$(fio_run "$WORK/bindfs/fio" "$1" "$2" $jobs)
+    h=$(fio_run "$WORK/hearth/fio" "$1" "$2" $jobs)
+    row "fio $1 $2 x$jobs (MiB/s)" "$n" "$b" "$h"
+  done
+done
+
+meta() { # dir -> seconds for create+stat+unlink, seconds for find
+  local dir=$1/meta
+  mkdir -p "$dir"
+  drop
+  local t0=$(date +%s.%N)
+  python3 - "$dir" "$FILES" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    with open(f"{d}/f{i}", "w") as f: f.write("x")
+for i in range(n): os.stat(f"{d}/f{i}")
+PY
+  local t1=$(date +%s.%N)
+  find "$dir" >/dev/null
+  local t2=$(date +%s.%N)
+  python3 - "$dir" "$FILES" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n): os.unlink(f"{d}/f{i}")
+PY
+  local t3=$(date +%s.%N)
+  python3 -c "import sys; a=[float(x) for x in sys.argv[1:]]; print('%.3f %.3f' % ((a[1]-a[0])+(a[3]-a[2]), a[2]-a[1]))" $t0 $t1 $t2 $t3
+}
+read -r nm nf <<<"$(meta "$WORK/native")"
+read -r bm bf <<<"$(meta "$WORK/bindfs")"
+read -r hm hf <<<"$(meta "$WORK/hearth")"
+row "create+stat+unlink $FILES (s)" "$nm" "$bm" "$hm"
+row "find $FILES (s)" "$nf" "$bf" "$hf"
+
+printf '%-34s %10s %10s %10s %12s %12s\n' "benchmark" "native" "bindfs" "hearth" "hearth/nat" "hearth/bfs"
+for r in "${ROWS[@]}"; do
+  IFS='|' read -r name n b h <<<"$r"
+  if [[ $name == *"(s)"* ]]; then
+    printf '%-34s %10s %10s %10s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")x" "$(ratio "$h" "$b")x"
+  else
+    printf '%-34s %10s %10s %10s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")" "$(ratio "$h" "$b")"
+  fi
+done
+echo "(throughput rows: ratio > 1 is faster; time rows: ratio < 1 is faster)"
