@@ -10,10 +10,13 @@ struct ControllerCommand: AsyncParsableCommand {
         abstract: "Serve CSI Identity + Controller over gRPC (stateless; state lives in the store).")
 
     @OptionGroup var serving: GRPCServingOptions
+    @OptionGroup var store: StoreOptions
 
     func run() async throws {
         let logger = serving.logger("hearth.controller")
-        let identity = IdentityService(roles: [])
-        try await serving.serve(identity.routes, logger: logger)
+        let objects = try store.open()
+        var routes = IdentityService(roles: [.controller]).routes
+        routes.merge(ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) }).routes)
+        try await serving.serve(routes, logger: logger)
     }
 }

@@ -1,0 +1,188 @@
+import Foundation
+import HearthMounts
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How the node plugin starts one volume's FUSE daemon (`hearth mount`).
+public struct DaemonLaunch: Sendable {
+    /// The `hearth` binary.
+    public var executable: String
+    /// Arguments before the volume and mountpoint (store, cache, …).
+    public var arguments: [String]
+    /// Where each daemon's stdout and stderr go (`<dir>/<volume>.log`, appended).
+    public var logDirectory: String
+    /// How long a daemon may take to show its mount.
+    public var mountTimeout: Duration = .seconds(30)
+    /// How long a stopping daemon may take to commit and unmount before it is killed.
+    public var stopTimeout: Duration = .seconds(60)
+
+    public init(executable: String, arguments: [String], logDirectory: String) {
+        self.executable = executable
+        self.arguments = arguments
+        self.logDirectory = logDirectory
+    }
+}
+
+public struct DaemonError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+}
+
+/// Runs one FUSE daemon per staged volume and keeps it running: a daemon that
+/// dies is started again on the same mountpoint (it clears the dead mount
+/// itself), and its log is kept for NodeStage errors and for people.
+public final class DaemonSupervisor: Sendable {
+    public struct State: Sendable, Equatable {
+        public var volumeID: String
+        public var mountpoint: String
+        public var readOnly: Bool
+        public var pid: Int32
+        public var restarts: Int
+        public var running: Bool
+    }
+
+    private final class Daemon: @unchecked Sendable {
+        // Why unchecked: `process` is replaced only under the supervisor's
+        // lock; Process itself is thread-safe for terminate/isRunning.
+        var state: State
+        var process: Process
+        var stopping = false
+        init(state: State, process: Process) {
+            self.state = state
+            self.process = process
+        }
+    }
+
+    private let launch: DaemonLaunch
+    private let logger: Logger
+    private let daemons = Mutex<[String: Daemon]>([:])
+
+    public init(launch: DaemonLaunch, logger: Logger) {
+        self.launch = launch
+        self.logger = logger
+    }
+
+    public func state(_ volumeID: String) -> State? {
+        daemons.withLock { $0[volumeID]?.state }
+    }
+
+    public var all: [State] { daemons.withLock { $0.values.map(\.state) } }
+
+    /// Starts the daemon for `volumeID` at `mountpoint` and waits until the
+    /// kernel shows the mount. Idempotent for the same volume and mountpoint.
+    public func start(volumeID: String, mountpoint: String, readOnly: Bool, extraArguments: [String] = []) async throws {
+        if let existing = state(volumeID) {
+            guard existing.mountpoint == mountpoint else {
+                throw DaemonError(description: "volume \(volumeID) is already staged at \(existing.mountpoint)")
+            }
+            if MountTable.isMountPoint(mountpoint) { return }
+        }
+        let process = try spawn(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, extra: extraArguments)
+        let daemon = Daemon(
+            state: State(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, pid: process.processIdentifier,
+                         restarts: 0, running: true), process: process)
+        daemons.withLock { $0[volumeID] = daemon }
+        watch(daemon, extra: extraArguments)
+        try await waitForMount(mountpoint, daemon: daemon)
+    }
+
+    private func spawn(volumeID: String, mountpoint: String, readOnly: Bool, extra: [String]) throws -> Process {
+        try FileManager.default.createDirectory(atPath: launch.logDirectory, withIntermediateDirectories: true)
+        let logPath = logPath(volumeID)
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: launch.executable)
+        process.arguments = ["mount"] + launch.arguments + extra + (readOnly ? ["--read-only"] : []) + [volumeID, mountpoint]
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        try? log.close()
+        logger.info("daemon started", metadata: ["volume": "\(volumeID)", "pid": "\(process.processIdentifier)"])
+        return process
+    }
+
+    /// Restarts the daemon whenever it exits without being asked to.
+    private func watch(_ daemon: Daemon, extra: [String]) {
+        let process = daemon.process
+        process.terminationHandler = { [self] ended in
+            let restart = daemons.withLock { _ -> Bool in
+                daemon.state.running = false
+                return !daemon.stopping && daemon.process === ended
+            }
+            guard restart else { return }
+            logger.warning("daemon exited; restarting", metadata: [
+                "volume": "\(daemon.state.volumeID)", "status": "\(ended.terminationStatus)",
+            ])
+            do {
+                let next = try spawn(volumeID: daemon.state.volumeID, mountpoint: daemon.state.mountpoint,
+                                     readOnly: daemon.state.readOnly, extra: extra)
+                daemons.withLock { _ in
+                    daemon.process = next
+                    daemon.state.pid = next.processIdentifier
+                    daemon.state.restarts += 1
+                    daemon.state.running = true
+                }
+                watch(daemon, extra: extra)
+            } catch {
+                logger.error("cannot restart daemon: \(error)", metadata: ["volume": "\(daemon.state.volumeID)"])
+            }
+        }
+    }
+
+    private func waitForMount(_ mountpoint: String, daemon: Daemon) async throws {
+        let giveUp = ContinuousClock.now + launch.mountTimeout
+        while ContinuousClock.now < giveUp {
+            if let entry = MountTable.mount(at: mountpoint), entry.fsType.hasPrefix("fuse") { return }
+            if !daemon.process.isRunning && daemon.state.restarts == 0 {
+                let tail = logTail(daemon.state.volumeID)
+                daemons.withLock { $0[daemon.state.volumeID] = nil }
+                throw DaemonError(description: "the FUSE daemon for \(daemon.state.volumeID) exited: \(tail)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw DaemonError(description: "the FUSE daemon for \(daemon.state.volumeID) did not mount within \(launch.mountTimeout): \(logTail(daemon.state.volumeID))")
+    }
+
+    /// Stops the daemon (it commits dirty data and unmounts on SIGTERM);
+    /// kills it past the stop timeout and detaches a mount left behind.
+    public func stop(_ volumeID: String) async throws {
+        guard let daemon = daemons.withLock({ d -> Daemon? in
+            let daemon = d[volumeID]
+            daemon?.stopping = true
+            return daemon
+        }) else { return }
+        let process = daemon.process
+        if process.isRunning { process.terminate() }
+        let giveUp = ContinuousClock.now + launch.stopTimeout
+        while process.isRunning && ContinuousClock.now < giveUp { try await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning {
+            logger.error("daemon did not stop in time; killing it", metadata: ["volume": "\(volumeID)"])
+            kill(process.processIdentifier, SIGKILL)
+            while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        if MountTable.isMountPoint(daemon.state.mountpoint) { try Mounts.unmount(daemon.state.mountpoint) }
+        daemons.withLock { $0[volumeID] = nil }
+        logger.info("daemon stopped", metadata: ["volume": "\(volumeID)", "status": "\(process.terminationStatus)"])
+        guard process.terminationStatus == 0 else {
+            throw DaemonError(description: "the FUSE daemon for \(volumeID) exited with status \(process.terminationStatus): \(logTail(volumeID))")
+        }
+    }
+
+    /// Sends `signal` to the volume's daemon (SIGHUP: re-read the volume record).
+    public func signal(_ volumeID: String, _ number: Int32) -> Bool {
+        guard let pid = daemons.withLock({ $0[volumeID]?.process.processIdentifier }) else { return false }
+        return kill(pid, number) == 0
+    }
+
+    public func logPath(_ volumeID: String) -> String { "\(launch.logDirectory)/\(volumeID).log" }
+
+    func logTail(_ volumeID: String, bytes: Int = 2000) -> String {
+        guard let data = FileManager.default.contents(atPath: logPath(volumeID)) else { return "(no log)" }
+        return String(decoding: data.suffix(bytes), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

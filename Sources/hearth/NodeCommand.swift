@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import HearthCSI
+import HearthRPC
+import HearthStore
+import Logging
+
+/// Flags of the node role, shared by `hearth node` and `hearth serve`.
+struct NodeOptions: ParsableArguments {
+    @Option(help: "This node's id (the Kubernetes node name). Default: the host name.")
+    var nodeID: String?
+
+    @Option(help: "Directory for the node cache, daemon logs and runtime files.")
+    var dataDir: String = ProcessInfo.processInfo.environment["HEARTH_DATA_DIR"] ?? "/var/lib/hearth"
+
+    @Option(help: "Node cache byte limit shared by all volumes, e.g. 20GiB.")
+    var cacheSize: String = "10GiB"
+
+    @Option(help: "Most volumes this node takes (reported to Kubernetes and enforced at publish).")
+    var maxVolumes: Int = 64
+
+    @Option(parsing: .singleValue, help: "A directory under which staging and target paths may lie (repeatable). Default: /var/lib/kubelet.")
+    var allowedPath: [String] = []
+
+    var resolvedNodeID: String {
+        nodeID ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
+    }
+
+    func launch(store: StoreOptions) -> DaemonLaunch {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return DaemonLaunch(
+            executable: executable,
+            arguments: store.forwardedArguments + ["--cache-dir", dataDir + "/cache", "--cache-size", cacheSize, "--allow-other"],
+            logDirectory: dataDir + "/logs")
+    }
+
+    func nodeService(store options: StoreOptions, objects: any ObjectStore, logger: Logger) -> NodeService {
+        var settings = NodeService.Settings(
+            nodeID: resolvedNodeID, paths: PathPolicy(roots: allowedPath.isEmpty ? ["/var/lib/kubelet"] : allowedPath))
+        settings.maxVolumes = maxVolumes
+        let daemons = DaemonSupervisor(launch: launch(store: options), logger: logger)
+        return NodeService(settings: settings, store: objects, daemons: daemons, logger: logger)
+    }
+}
+
+extension StoreOptions {
+    /// The flags that make a `hearth mount` child open the same store.
+    /// Secrets are not among them: the child inherits the environment.
+    var forwardedArguments: [String] {
+        var arguments: [String] = []
+        if let store { arguments += ["--store", store] }
+        if let s3Endpoint { arguments += ["--s3-endpoint", s3Endpoint] }
+        arguments += ["--s3-region", s3Region]
+        if s3PathStyle { arguments.append("--s3-path-style") }
+        if let s3CredentialsFile { arguments += ["--s3-credentials-file", s3CredentialsFile] }
+        return arguments
+    }
+}
+
+/// `hearth node`: CSI Identity + Node on one machine; starts one FUSE daemon
+/// per staged volume and keeps it running.
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Serve CSI Identity + Node: stage volumes with per-volume FUSE daemons.")
+
+    @OptionGroup var serving: GRPCServingOptions
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let logger = serving.logger("hearth.node")
+        let objects = try store.open()
+        let service = node.nodeService(store: store, objects: objects, logger: logger)
+        try await service.register()
+        var routes = IdentityService(roles: [.node]).routes
+        routes.merge(service.routes)
+        try await serving.serve(routes, logger: logger)
+    }
+}
+
+/// `hearth serve`: controller and node in one process on one machine, the
+/// embedded default: a usable CSI endpoint without a cluster.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve CSI Identity + Controller + Node in one process (single machine).")
+
+    @OptionGroup var serving: GRPCServingOptions
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let logger = serving.logger("hearth.serve")
+        let objects = try store.open()
+        let nodeService = node.nodeService(store: store, objects: objects, logger: logger)
+        try await nodeService.register()
+        var routes = IdentityService(roles: [.controller, .node]).routes
+        routes.merge(ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) }).routes)
+        routes.merge(nodeService.routes)
+        try await serving.serve(routes, logger: logger)
+    }
+}
+
+/// Free bytes under a directory store (nil for S3: no bound).
+func freeBytes(of objects: any ObjectStore) -> Int64? {
+    guard let directory = objects as? DirectoryStore else { return nil }
+    var fs = statvfs()
+    guard statvfs(directory.root.path, &fs) == 0 else { return nil }
+    return Int64(fs.f_bavail) * Int64(fs.f_frsize)
+}
