@@ -48,11 +48,13 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The mount table and bind mounts (node publish, stale-mount clean-up).
+        .target(name: "HearthMounts"),
         // The CSI services (Identity, Controller, Node) over HearthRPC.
         .target(
             name: "HearthCSI",
             dependencies: [
-                "HearthRPC", "CSIProto",
+                "HearthRPC", "CSIProto", "HearthStore", "HearthMounts",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -86,18 +88,24 @@ let package = Package(
             name: "hearth",
             dependencies: [
                 "HearthRPC", "HearthCSI", "HearthStore", "HearthFS", "HearthFUSE", "HearthCache",
+                "HearthScheduler", "HearthInventory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "hearth-bench",
             dependencies: [
-                "HearthRPC", "HearthCSI", "CSIProto", "HearthStore",
+                "HearthRPC", "HearthCSI", "CSIProto", "HearthStore", "HearthScheduler", "HearthInventory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         .testTarget(name: "HearthRPCTests", dependencies: ["HearthRPC", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto"]),
+        .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto", "HearthStore"]),
+        // Runs the built `hearth` binary: controller and node processes, real FUSE mounts.
+        .testTarget(name: "HearthE2ETests", dependencies: ["HearthRPC", "CSIProto", "hearth"]),
         .testTarget(name: "HearthStoreTests", dependencies: ["HearthStore"]),
         .testTarget(name: "HearthFSTests", dependencies: ["HearthFS", "HearthFUSE", "HearthCache", "HearthStore"]),
         .testTarget(
@@ -118,4 +126,11 @@ if Context.environment["HEARTH_PACKAGE_SUBSET"] == "rpc" {
     let keep: Set<String> = ["CGRPC", "HearthRPC", "HearthRPCTests"]
     package.targets = package.targets.filter { keep.contains($0.name) }
     package.products = []
+}
+
+// HEARTH_ONLY_TESTS=HearthCSITests,HearthE2ETests keeps only those test
+// targets: for iterating on one area while another's tests are mid-change.
+if let only = Context.environment["HEARTH_ONLY_TESTS"] {
+    let keep = Set(only.split(separator: ",").map(String.init))
+    package.targets.removeAll { $0.type == .test && !keep.contains($0.name) }
 }

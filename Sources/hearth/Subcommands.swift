@@ -4,7 +4,10 @@ import ArgumentParser
 /// Each lives in its own file; add new ones here.
 enum HearthSubcommands {
     static let all: [any ParsableCommand.Type] = [
+        ServeCommand.self,
         ControllerCommand.self,
+        NodeCommand.self,
+        SchedulerCommand.self,
         MountCommand.self,
         VersionCommand.self,
     ]
