@@ -43,9 +43,50 @@ public struct DirectoryStore: ObjectStore {
         }
     }
 
-    // MARK: reads
+    // MARK: ObjectStore
 
     public func get(_ key: String) async throws -> Data {
+        try await offload { try syncGet(key) }
+    }
+
+    public func get(_ key: String, range: Range<Int64>) async throws -> Data {
+        try await offload { try syncGet(key, range: range) }
+    }
+
+    public func head(_ key: String) async throws -> ObjectInfo {
+        try await offload { try syncHead(key) }
+    }
+
+    @discardableResult
+    public func put(_ key: String, data: Data, condition: WriteCondition) async throws -> String {
+        try await offload { try syncPut(key, data: data, condition: condition) }
+    }
+
+    public func delete(_ key: String) async throws {
+        try await offload { try syncDelete(key) }
+    }
+
+    public func list(prefix: String, startAfter: String?, continuationToken: String?, limit: Int) async throws -> ObjectListing {
+        try await offload { try syncList(prefix: prefix, startAfter: startAfter, continuationToken: continuationToken, limit: limit) }
+    }
+
+    /// Runs blocking file-system work (fsync above all) on a Dispatch queue, never on
+    /// Swift's cooperative pool: that pool has one thread per core, and a few
+    /// fsyncs would otherwise stall every task in the process (FUSE requests too).
+    /// Dispatch grows its pool for blocked work, so parallel uploads overlap their fsyncs.
+    private func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DirectoryStore.ioQueue.async {
+                continuation.resume(with: Result { try work() })
+            }
+        }
+    }
+
+    private static let ioQueue = DispatchQueue(label: "hearth.store.directory-io", qos: .userInitiated, attributes: .concurrent)
+
+    // MARK: reads
+
+    private func syncGet(_ key: String) throws -> Data {
         try ObjectKey.validate(key)
         let fd = try openForReading(key)
         defer { close(fd) }
@@ -54,7 +95,7 @@ public struct DirectoryStore: ObjectStore {
         return try Self.readFully(fd: fd, offset: 0, count: Int(st.st_size), key: key)
     }
 
-    public func get(_ key: String, range: Range<Int64>) async throws -> Data {
+    private func syncGet(_ key: String, range: Range<Int64>) throws -> Data {
         try ObjectKey.validate(key)
         guard range.lowerBound >= 0 else { throw StoreError.invalidArgument("negative range start") }
         let fd = try openForReading(key)
@@ -66,7 +107,7 @@ public struct DirectoryStore: ObjectStore {
         return try Self.readFully(fd: fd, offset: range.lowerBound, count: Int(end - range.lowerBound), key: key)
     }
 
-    public func head(_ key: String) async throws -> ObjectInfo {
+    private func syncHead(_ key: String) throws -> ObjectInfo {
         try ObjectKey.validate(key)
         var st = stat()
         guard stat(objectsPath + "/" + key, &st) == 0 else {
@@ -79,8 +120,7 @@ public struct DirectoryStore: ObjectStore {
 
     // MARK: writes
 
-    @discardableResult
-    public func put(_ key: String, data: Data, condition: WriteCondition) async throws -> String {
+    private func syncPut(_ key: String, data: Data, condition: WriteCondition) throws -> String {
         try ObjectKey.validate(key)
         let finalPath = objectsPath + "/" + key
         let parent = (finalPath as NSString).deletingLastPathComponent
@@ -124,7 +164,7 @@ public struct DirectoryStore: ObjectStore {
         return Self.etag(st)
     }
 
-    public func delete(_ key: String) async throws {
+    private func syncDelete(_ key: String) throws {
         try ObjectKey.validate(key)
         let path = objectsPath + "/" + key
         if unlink(path) != 0 {
@@ -137,7 +177,7 @@ public struct DirectoryStore: ObjectStore {
     // MARK: listing
 
     /// The continuation token is simply the last key returned.
-    public func list(prefix: String, startAfter: String?, continuationToken: String?, limit: Int) async throws -> ObjectListing {
+    private func syncList(prefix: String, startAfter: String?, continuationToken: String?, limit: Int) throws -> ObjectListing {
         try ObjectKey.validatePrefix(prefix)
         guard limit > 0 else { throw StoreError.invalidArgument("listing limit must be positive") }
         if let continuationToken { try ObjectKey.validate(continuationToken) }

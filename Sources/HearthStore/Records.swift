@@ -71,7 +71,7 @@ public struct VolumeRecord: Codable, Sendable, Hashable {
         self.parameters = parameters
         self.pvc = pvc
         self.contentSource = contentSource
-        self.createdAt = createdAt
+        self.createdAt = createdAt.wholeSeconds
     }
 }
 
@@ -92,11 +92,17 @@ public struct SnapshotRecord: Codable, Sendable, Hashable {
         self.sourceVolumeID = sourceVolumeID
         self.root = root.hex
         self.logicalBytes = logicalBytes
-        self.createdAt = createdAt
+        self.createdAt = createdAt.wholeSeconds
         self.groupID = groupID
     }
 
     public var rootHash: ContentHash? { ContentHash(hex: root) }
+}
+
+extension Date {
+    /// Records store ISO 8601 seconds; truncating at creation makes a record equal
+    /// to itself after a round trip through the store (idempotent re-creates compare).
+    var wholeSeconds: Date { Date(timeIntervalSince1970: timeIntervalSince1970.rounded(.down)) }
 }
 
 /// An index entry: the id a name (or PVC) maps to.

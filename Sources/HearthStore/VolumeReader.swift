@@ -131,7 +131,7 @@ public struct VolumeHead: Codable, Sendable, Hashable {
     public init(root: ContentHash, generation: UInt64, committedAt: Date = Date(), logicalBytes: Int64) {
         self.root = root.hex
         self.generation = generation
-        self.committedAt = committedAt
+        self.committedAt = committedAt.wholeSeconds
         self.logicalBytes = logicalBytes
     }
 
