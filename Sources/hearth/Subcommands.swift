@@ -9,6 +9,9 @@ enum HearthSubcommands {
         NodeCommand.self,
         SchedulerCommand.self,
         MountCommand.self,
+        VolumeCommand.self,
+        SnapshotCommand.self,
+        StoreCommand.self,
         VersionCommand.self,
     ]
 }
