@@ -19,7 +19,8 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/hearth-sanity.XXXXXX")
 HEARTH="${HEARTH:-}"
 # The command under test; $dir holds its socket, store and data.
 HEARTH_SERVE=(serve --endpoint "unix://$dir/csi.sock" --node-id sanity-node
-              --store "file://$dir/store" --data-dir "$dir/data")
+              --store "file://$dir/store" --data-dir "$dir/data" --allowed-path "$dir"
+              --max-volumes 4 --log-level warning)
 
 server_pid=""
 

@@ -36,6 +36,9 @@ extension ControllerService {
     func deleteSnapshot(_ request: Csi_V1_DeleteSnapshotRequest) async throws -> Csi_V1_DeleteSnapshotResponse {
         try Require.present(request.snapshotID, "snapshot_id")
         guard Require.looksLikeID(request.snapshotID) else { return Csi_V1_DeleteSnapshotResponse() }
+        if let record = try? await catalog.snapshot(request.snapshotID), let group = record.groupID {
+            throw RPCError(.invalidArgument, "snapshot \(record.id) belongs to group snapshot \(group); delete the group instead")
+        }
         try await catalog.deleteSnapshot(request.snapshotID)
         return Csi_V1_DeleteSnapshotResponse()
     }

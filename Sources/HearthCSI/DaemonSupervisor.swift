@@ -168,7 +168,9 @@ public final class DaemonSupervisor: Sendable {
         if MountTable.isMountPoint(daemon.state.mountpoint) { try Mounts.unmount(daemon.state.mountpoint) }
         daemons.withLock { $0[volumeID] = nil }
         logger.info("daemon stopped", metadata: ["volume": "\(volumeID)", "status": "\(process.terminationStatus)"])
-        guard process.terminationStatus == 0 else {
+        // Killed by our SIGTERM before it could install its handler (it had
+        // only just started): nothing was written through it, nothing to report.
+        guard process.terminationStatus == 0 || process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGTERM else {
             throw DaemonError(description: "the FUSE daemon for \(volumeID) exited with status \(process.terminationStatus): \(logTail(volumeID))")
         }
     }

@@ -168,7 +168,7 @@ public struct NodeService: Sendable {
 
     func stats(_ request: Csi_V1_NodeGetVolumeStatsRequest) async throws -> Csi_V1_NodeGetVolumeStatsResponse {
         try Require.present(request.volumeID, "volume_id")
-        let path = try settings.paths.check(request.volumePath, "volume_path")
+        let path = try mountedPath(request.volumePath, request.volumeID)
         guard Require.looksLikeID(request.volumeID), let entry = MountTable.mount(at: path),
               entry.source == "hearth:\(request.volumeID)" else {
             throw RPCError(.notFound, "volume \(request.volumeID) is not mounted at \(path)")
@@ -204,7 +204,7 @@ public struct NodeService: Sendable {
 
     func expand(_ request: Csi_V1_NodeExpandVolumeRequest) async throws -> Csi_V1_NodeExpandVolumeResponse {
         try Require.present(request.volumeID, "volume_id")
-        let path = try settings.paths.check(request.volumePath, "volume_path")
+        let path = try mountedPath(request.volumePath, request.volumeID)
         if request.hasVolumeCapability { try checkCapability(request.volumeCapability) }
         guard Require.looksLikeID(request.volumeID) else { throw RPCError(.notFound, "volume \(request.volumeID) does not exist") }
         let record = try await catalog.volume(request.volumeID)
@@ -216,6 +216,15 @@ public struct NodeService: Sendable {
         var response = Csi_V1_NodeExpandVolumeResponse()
         response.capacityBytes = record.capacityBytes
         return response
+    }
+
+    /// For calls about a volume already mounted somewhere (stats, expand): a
+    /// path outside the node's directories cannot hold it, so it is NOT_FOUND there.
+    func mountedPath(_ path: String, _ volumeID: String) throws -> String {
+        try Require.present(path, "volume_path")
+        do { return try settings.paths.check(path, "volume_path") } catch {
+            throw RPCError(.notFound, "volume \(volumeID) is not mounted at \(path)")
+        }
     }
 
     func checkCapability(_ capability: Csi_V1_VolumeCapability) throws {

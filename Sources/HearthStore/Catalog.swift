@@ -165,7 +165,7 @@ public struct Catalog: Sendable {
     // MARK: helpers
 
     /// Claims `indexKey` for `newID`, or returns the id someone else claimed it for.
-    private func claim(_ indexKey: String, newID: String) async throws -> String {
+    func claim(_ indexKey: String, newID: String) async throws -> String {
         do {
             try await objects.put(indexKey, data: try Records.encoder.encode(IndexEntry(id: newID)), condition: .ifAbsent)
             return newID
@@ -183,7 +183,7 @@ public struct Catalog: Sendable {
         try await objects.put(key, data: try Records.encoder.encode(IndexEntry(id: id)), condition: overwrite ? .none : .ifAbsent)
     }
 
-    private func index(_ key: String) async throws -> String? {
+    func index(_ key: String) async throws -> String? {
         do {
             let entry = try Records.decode(IndexEntry.self, try await objects.get(key), key: key)
             try Identifiers.validate(entry.id)

@@ -15,8 +15,10 @@ struct ControllerCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = serving.logger("hearth.controller")
         let objects = try store.open()
-        var routes = IdentityService(roles: [.controller]).routes
-        routes.merge(ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) }).routes)
+        var routes = IdentityService(roles: [.controller, .groupController]).routes
+        let controller = ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) })
+        routes.merge(controller.routes)
+        routes.merge(GroupControllerService(controller: controller).routes)
         try await serving.serve(routes, logger: logger)
     }
 }

@@ -93,8 +93,10 @@ struct ServeCommand: AsyncParsableCommand {
         let objects = try store.open()
         let nodeService = node.nodeService(store: store, objects: objects, logger: logger)
         try await nodeService.register()
-        var routes = IdentityService(roles: [.controller, .node]).routes
-        routes.merge(ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) }).routes)
+        var routes = IdentityService(roles: [.controller, .groupController, .node]).routes
+        let controller = ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) })
+        routes.merge(controller.routes)
+        routes.merge(GroupControllerService(controller: controller).routes)
         routes.merge(nodeService.routes)
         try await serving.serve(routes, logger: logger)
     }

@@ -1,0 +1,105 @@
+import CSIProto
+import Foundation
+import HearthRPC
+import SwiftProtobuf
+import XCTest
+
+/// Hearth's roles as Kubernetes runs them, without Kubernetes: `hearth
+/// controller` and `hearth node` as real processes on unix sockets, the node
+/// starting real FUSE daemons; the test plays kubelet and the sidecars.
+struct E2EError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+final class LocalCluster {
+    let directory: String
+    let kubelet: String
+    var processes: [Process] = []
+    let controller: RPCChannel
+    let node: RPCChannel
+    let nodeID = "e2e-node"
+
+    /// `storeArguments`: how both roles open the store (`--store ...`).
+    init(storeArguments: [String], environment: [String: String] = [:]) async throws {
+        directory = FileManager.default.temporaryDirectory.path + "/hearth-e2e-\(UUID().uuidString.prefix(8))"
+        kubelet = directory + "/kubelet"
+        try FileManager.default.createDirectory(atPath: kubelet, withIntermediateDirectories: true)
+        let controllerSocket = directory + "/controller.sock"
+        let nodeSocket = directory + "/node.sock"
+        processes.append(try Self.start(
+            ["controller", "--endpoint", "unix://\(controllerSocket)", "--log-level", "warning"] + storeArguments,
+            log: directory + "/controller.log", environment: environment))
+        processes.append(try Self.start(
+            ["node", "--endpoint", "unix://\(nodeSocket)", "--node-id", nodeID, "--data-dir", directory + "/data",
+             "--allowed-path", kubelet, "--cache-size", "256MiB", "--max-volumes", "8", "--log-level", "warning"] + storeArguments,
+            log: directory + "/node.log", environment: environment))
+        controller = RPCChannel(endpoint: .unix(path: controllerSocket))
+        node = RPCChannel(endpoint: .unix(path: nodeSocket))
+        try await waitForSocket(controllerSocket)
+        try await waitForSocket(nodeSocket)
+    }
+
+    /// The `hearth` binary built beside the test bundle.
+    static var hearthBinary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("hearth").path
+    }
+
+    static func start(_ arguments: [String], log: String, environment: [String: String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: hearthBinary)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    func waitForSocket(_ path: String) async throws {
+        let giveUp = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < giveUp {
+            if FileManager.default.fileExists(atPath: path) {
+                let probe = RPCChannel(endpoint: .unix(path: path))
+                defer { Task { await probe.close() } }
+                if (try? await probe.call("/csi.v1.Identity/Probe", Csi_V1_ProbeRequest(), as: Csi_V1_ProbeResponse.self, timeout: .seconds(2))) != nil {
+                    return
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw E2EError("the server at \(path) did not answer within 30 s:\n\(logs())")
+    }
+
+    func stop() async {
+        await controller.close()
+        await node.close()
+        for process in processes where process.isRunning {
+            process.terminate()
+        }
+        for process in processes { process.waitUntilExit() }
+        // A failed run can leave mounts behind: detach them, deepest first.
+        let leftovers = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?
+            .split(separator: "\n").map { $0.split(separator: " ")[4] }.map(String.init)
+            .filter { $0.hasPrefix(directory + "/") }.sorted { $0.count > $1.count } ?? []
+        for path in leftovers { umount2(path, Int32(MNT_DETACH)) }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func logs() -> String {
+        ["controller.log", "node.log"].map { name in
+            let text = (try? String(contentsOfFile: directory + "/" + name, encoding: .utf8)) ?? ""
+            return "--- \(name)\n\(text.suffix(3000))"
+        }.joined(separator: "\n")
+    }
+
+    func controllerCall<Req: SwiftProtobuf.Message, Resp: SwiftProtobuf.Message>(_ method: String, _ request: Req, as: Resp.Type = Resp.self) async throws -> Resp {
+        try await controller.call("/csi.v1.Controller/\(method)", request, as: Resp.self, timeout: .seconds(60))
+    }
+
+    func nodeCall<Req: SwiftProtobuf.Message, Resp: SwiftProtobuf.Message>(_ method: String, _ request: Req, as: Resp.Type = Resp.self) async throws -> Resp {
+        try await node.call("/csi.v1.Node/\(method)", request, as: Resp.self, timeout: .seconds(60))
+    }
+}
