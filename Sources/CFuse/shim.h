@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <linux/falloc.h>
+#include <stdio.h>
 
 // ioctl(2) is variadic, which Swift cannot call: these wrappers give the /dev/fuse
 // ioctls fixed signatures.
@@ -66,6 +67,14 @@ static inline int64_t hearth_copy_range(int in_fd, int64_t in_off, int out_fd, i
     loff_t a = in_off, b = out_off;
     return copy_file_range(in_fd, &a, out_fd, &b, length, 0);
 }
+
+/// renameat2(2) (RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2), hidden by Glibc's module.
+static inline int hearth_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
+    return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+static const int HEARTH_SEEK_DATA = 3;  // SEEK_DATA
+static const int HEARTH_SEEK_HOLE = 4;  // SEEK_HOLE
 
 /// A libfuse session with no operations: we only want its mount, its fd and its
 /// unmount; the requests are read by HearthFUSE.

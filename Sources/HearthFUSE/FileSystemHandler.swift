@@ -26,6 +26,8 @@ public protocol FileSystemHandler: Sendable {
     func create(_ ctx: RequestContext, parent: UInt64, name: String, mode: UInt32, umask: UInt32, flags: UInt32) throws -> (EntryReply, OpenReply)
     /// Reads into `buffer` (at most its size) and returns the byte count; short only at EOF.
     func read(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+    /// `flags` are the WRITE's `write_flags` (FUSE_WRITE_CACHE 1, FUSE_WRITE_LOCKOWNER 2,
+    /// FUSE_WRITE_KILL_SUIDGID 4).
     func write(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, flags: UInt32) throws -> Int
     func flush(_ ctx: RequestContext, node: UInt64, handle: UInt64) throws
     func release(_ ctx: RequestContext, node: UInt64, handle: UInt64, flags: UInt32)

@@ -42,7 +42,11 @@ public final class FuseSession: Sendable {
     ///   daemon; nil for a fresh mount (the kernel's INIT is then the first request).
     public init(fd: Int32, handler: any FileSystemHandler, options: SessionOptions = SessionOptions(),
                 metrics: FuseMetrics = FuseMetrics(), restoring: SessionParameters? = nil) {
-        self.fd = fd
+        // Our own reference to the connection: libfuse's unmount closes the fd it
+        // mounted with, and a number closed under running workers could be reused by
+        // an unrelated file (then cloned, read or notified by mistake).
+        let own = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        self.fd = own >= 0 ? own : fd
         self.handler = handler
         self.options = options
         self.metrics = metrics
@@ -69,6 +73,7 @@ public final class FuseSession: Sendable {
             return !pool.destroyed
         }
         if destroy { handler.destroy() }
+        Glibc.close(fd)
     }
 
     private func spawnWorker() {
@@ -357,11 +362,11 @@ public final class FuseSession: Sendable {
             let n = try h.read(ctx, node: node, handle: fh, offset: offset, into: buffer)
             send(fd, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
         case .write:
+            // fuse_write_in: fh, offset, size, write_flags, lock_owner, flags, padding.
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
-            try r.skip(4 + 8)
-            let flags = try r.u32()
-            try r.skip(4)
-            let n = try h.write(ctx, node: node, handle: fh, offset: offset, data: try r.bytes(size), flags: flags)
+            let writeFlags = try r.u32()
+            try r.skip(8 + 4 + 4)
+            let n = try h.write(ctx, node: node, handle: fh, offset: offset, data: try r.bytes(size), flags: writeFlags)
             var w = ReplyWriter(capacity: 8)
             w.u32(UInt32(n)); w.u32(0)
             send(fd, unique: u, w)

@@ -93,6 +93,14 @@ public enum FuseSetattrValid {
     public static let killSuidgid: UInt32 = 1 << 11
 }
 
+/// `fuse_write_in.write_flags`.
+public enum FuseWriteFlag {
+    public static let cache: UInt32 = 1 << 0
+    public static let lockOwner: UInt32 = 1 << 1
+    /// HANDLE_KILLPRIV_V2: the writer lacks CAP_FSETID, drop setuid/setgid.
+    public static let killSuidgid: UInt32 = 1 << 2
+}
+
 /// Unsolicited messages to the kernel (`fuse_out_header.error` carries the code).
 public enum FuseNotifyCode: Int32, Sendable {
     case poll = 1, invalInode = 2, invalEntry = 3, store = 4, retrieve = 5, delete = 6

@@ -1,5 +1,6 @@
 import CFuse
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -16,9 +17,11 @@ public final class FuseMount: Sendable {
     /// The /dev/fuse fd of the connection. Owned by libfuse's session until
     /// ``close()``; workers clone it rather than share it.
     public let fd: Int32
-    /// `struct fuse_session *`, as a bit pattern: only mount, fd and unmount are used,
-    /// from one thread at a time (the owner calls unmount/close once).
-    private let session: UInt
+    /// `struct fuse_session *` as a bit pattern, nil once closed. Every libfuse call
+    /// happens under this lock: unmount runs on a signal handler's queue while the
+    /// main thread may be closing the session (unlocked, that raced into a
+    /// use-after-free in libfuse's unmount).
+    private let session: Mutex<UInt?>
 
     /// Mounts `mountpoint`. `options` are mount options (`default_permissions`,
     /// `allow_other`, `ro`, `fsname=…`). A stale mount left by a crashed daemon
@@ -37,21 +40,28 @@ public final class FuseMount: Sendable {
         }
         self.mountpoint = mountpoint
         self.fd = fuse_session_fd(se)
-        self.session = UInt(bitPattern: Int(bitPattern: UnsafeMutableRawPointer(se)))
+        self.session = Mutex(UInt(bitPattern: Int(bitPattern: UnsafeMutableRawPointer(se))))
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
     }
 
-    private var handle: OpaquePointer { OpaquePointer(bitPattern: session)! }
-
     /// Detaches the mount (lazily, so busy files keep working until closed). The
     /// connection stays up until the kernel drops it; workers see ENODEV then.
+    /// Idempotent and safe from any thread.
     public func unmount() {
-        fuse_session_unmount(handle)
+        session.withLock { se in
+            guard let se, let handle = OpaquePointer(bitPattern: se) else { return }
+            fuse_session_unmount(handle)
+        }
     }
 
-    /// Frees libfuse's session and closes the fd. Call after the workers stopped.
+    /// Frees libfuse's session and closes the fd. Call after the workers stopped;
+    /// later calls (and unmounts) do nothing.
     public func close() {
-        fuse_session_destroy(handle)
+        session.withLock { se in
+            guard let bits = se, let handle = OpaquePointer(bitPattern: bits) else { return }
+            se = nil
+            fuse_session_destroy(handle)
+        }
     }
 
     /// A daemon that crashed leaves its mountpoint answering ENOTCONN; detach it so

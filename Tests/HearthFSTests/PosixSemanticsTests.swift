@@ -1,3 +1,4 @@
+import CFuse
 import Foundation
 import Testing
 
@@ -45,11 +46,11 @@ struct PosixSemanticsTests {
         try writeFile(v.path("c"), Array("ccc".utf8))
         #expect(try sh("mv --no-clobber \(v.path("c")) \(v.path("b")); cat \(v.path("b"))").output == "new")
         try FileManager.default.createDirectory(atPath: v.path("d1"), withIntermediateDirectories: false)
-        #expect(renameat2(AT_FDCWD, v.path("c"), AT_FDCWD, v.path("b"), 1) == -1 && errno == EEXIST)
-        #expect(renameat2(AT_FDCWD, v.path("c"), AT_FDCWD, v.path("b"), 2) == 0)
+        #expect(hearth_renameat2(AT_FDCWD, v.path("c"), AT_FDCWD, v.path("b"), 1) == -1 && errno == EEXIST)
+        #expect(hearth_renameat2(AT_FDCWD, v.path("c"), AT_FDCWD, v.path("b"), 2) == 0)
         #expect(try readFile(v.path("b")) == Array("ccc".utf8))
         #expect(try readFile(v.path("c")) == Array("new".utf8))
-        #expect(renameat2(AT_FDCWD, v.path("c"), AT_FDCWD, v.path("d1"), 2) == 0)
+        #expect(hearth_renameat2(AT_FDCWD, v.path("c"), AT_FDCWD, v.path("d1"), 2) == 0)
         var st = stat()
         #expect(stat(v.path("c"), &st) == 0 && st.st_mode & S_IFMT == S_IFDIR)
         try v.stop()
@@ -124,8 +125,8 @@ struct PosixSemanticsTests {
         let tail = patternBytes(8192, seed: 3)
         #expect(tail.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, far) } == 8192)
         #expect(fsync(fd) == 0)
-        #expect(lseek(fd, 0, SEEK_HOLE) == 0)
-        #expect(lseek(fd, 0, SEEK_DATA) >= far - (1 << 20) && lseek(fd, 0, SEEK_DATA) <= far)
+        #expect(lseek(fd, 0, HEARTH_SEEK_HOLE) == 0)
+        #expect(lseek(fd, 0, HEARTH_SEEK_DATA) >= far - (1 << 20) && lseek(fd, 0, HEARTH_SEEK_DATA) <= far)
         close(fd)
         try v.stop()
         try v.start()
