@@ -97,7 +97,7 @@ extension VolumeFileSystem {
         try lock.withLock {
             let node = try node(ino)
             let growth = newSize - node.size
-            if growth > 0 && usedBytes + growth > config.capacityBytes { throw FuseError.noSpace }
+            if growth > 0 && usedBytes + growth > capacityBytes { throw FuseError.noSpace }
             do { try work.truncate(to: newSize) } catch { throw fuseError(error) }
             if node.nlink > 0 { usedBytes += growth }
             node.size = newSize
@@ -190,7 +190,7 @@ extension VolumeFileSystem {
         try checkWritable()
         let start = Int64(offset), end = start + Int64(data.count)
         let growth = try lock.withLock { try max(0, end - node(ino).size) }
-        if growth > 0, lock.withLock({ usedBytes + growth > config.capacityBytes }) { throw FuseError.noSpace }
+        if growth > 0, lock.withLock({ usedBytes + growth > capacityBytes }) { throw FuseError.noSpace }
         let (work, manifest) = try workingCopy(ino)
         try prepare(work, manifest, writing: start..<end)
         do { try work.write(data, at: start) } catch { throw fuseError(error) }
@@ -203,6 +203,10 @@ extension VolumeFileSystem {
             let now = nowNs()
             node.mtimeNs = now
             node.ctimeNs = now
+            if flags & FuseWriteFlag.killSuidgid != 0, node.mode & UInt32(0o6000) != 0 {
+                node.mode &= ~UInt32(0o6000)
+                markParentsDirty(node)
+            }
             if !dirtyFiles.contains(ino) { markFileDirty(node) }
         }
         if growth > 0 { cache.workingCopyGrew(by: growth) }

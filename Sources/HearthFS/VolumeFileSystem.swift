@@ -60,6 +60,9 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     var head: (head: VolumeHead, etag: String)
     /// Sum of the sizes of linked files (what the quota limits).
     var usedBytes: Int64
+    /// The quota now: starts as `config.capacityBytes`, changed by ``reconfigure(capacityBytes:commitInterval:)``
+    /// (NodeExpandVolume → SIGHUP) while mounted.
+    var capacityBytes: Int64
     var writeback: Writeback!
 
     struct FileHandle {
@@ -84,6 +87,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         self.config = config
         self.head = head
         self.usedBytes = head.head.logicalBytes
+        self.capacityBytes = config.capacityBytes
         let now = nowNs()
         let root = Inode(ino: 1, entry: TreeEntry(name: "root", kind: .directory, mode: 0o755, atimeNs: now, mtimeNs: now,
                                                   ctimeNs: now, child: head.head.rootHash), parent: 0)
@@ -103,6 +107,17 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
 
     /// Commits now and waits until it is durable (what fsync does).
     public func commit() throws { try writeback.commitAndWait() }
+
+    /// Applies a changed volume record while mounted (the daemon re-reads it on
+    /// SIGHUP): the new capacity bounds writes and shows in statfs at once; a new
+    /// commit interval takes effect from the next wait of the committer.
+    public func reconfigure(capacityBytes: Int64, commitInterval: Duration?) {
+        lock.withLock { self.capacityBytes = capacityBytes }
+        if let commitInterval { writeback.setInterval(commitInterval) }
+    }
+
+    /// The quota in force (bytes).
+    public var currentCapacity: Int64 { lock.withLock { capacityBytes } }
 
     /// Counters for metrics.
     public var generation: UInt64 { lock.withLock { head.head.generation } }
@@ -504,7 +519,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
 
     public func statfs(_ ctx: RequestContext, node: UInt64) throws -> StatfsReply {
         lock.withLock {
-            let blocks = UInt64(max(0, config.capacityBytes)) / 4096
+            let blocks = UInt64(max(0, capacityBytes)) / 4096
             let used = UInt64(max(0, usedBytes) + 4095) / 4096
             let free = blocks > used ? blocks - used : 0
             return StatfsReply(blocks: blocks, blocksFree: free, blocksAvailable: free,

@@ -23,9 +23,20 @@ final class Writeback: @unchecked Sendable {
     private var stopping = false
     private var running = false
     private var thread: Thread?
+    /// How long the committer sleeps between commits; changed on SIGHUP.
+    private var interval: Duration
 
     init(fs: VolumeFileSystem) {
         self.fs = fs
+        interval = fs.config.commitInterval
+    }
+
+    /// A new commit interval, used from the committer's next wait.
+    func setInterval(_ interval: Duration) {
+        condition.lock()
+        self.interval = interval
+        condition.broadcast()
+        condition.unlock()
     }
 
     func start() {
@@ -77,13 +88,15 @@ final class Writeback: @unchecked Sendable {
     }
 
     private func loop() {
-        guard let interval = fs?.config.commitInterval else { return }
-        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
         while true {
             condition.lock()
-            let deadline = Date(timeIntervalSinceNow: max(0.05, seconds))
+            let since = Date()
             while requested == completed && !stopping {
-                if !condition.wait(until: deadline) { break }
+                // Recomputed after every wake-up, so a shorter interval set on SIGHUP
+                // applies to the wait already under way.
+                let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+                let deadline = since.addingTimeInterval(max(0.05, seconds))
+                if deadline <= Date() || !condition.wait(until: deadline) { break }
             }
             let target = requested
             let stop = stopping

@@ -28,7 +28,23 @@ struct FSBench: AsyncParsableCommand {
     @Flag(help: "Skip the fio/metadata table (memory run only).")
     var memoryOnly = false
 
+    @Option(help: "Only create a volume named NAME in --store-dir and print its id (used by fs.sh).")
+    var createVolume: String?
+
+    @Option(help: "Directory store for --create-volume.")
+    var storeDir: String?
+
+    @Option(help: "Capacity for --create-volume, in bytes.")
+    var capacity: Int64 = 100 << 30
+
     func run() async throws {
+        if let name = createVolume {
+            guard let storeDir else { throw ValidationError("--create-volume needs --store-dir") }
+            try FileManager.default.createDirectory(atPath: storeDir, withIntermediateDirectories: true)
+            let catalog = Catalog(try DirectoryStore(root: URL(fileURLWithPath: storeDir)))
+            print(try await catalog.createVolume(name: name, capacityBytes: capacity).id)
+            return
+        }
         if !memoryOnly {
             let status = try runProcess(["/bin/bash", script, hearth, work])
             guard status == 0 else { throw ValidationError("fs.sh failed with \(status)") }

@@ -83,6 +83,26 @@ struct MountCommand: AsyncParsableCommand {
             source.resume()
             sources.append(source)
         }
+        // SIGHUP: re-read the volume record (NodeExpandVolume, ModifyVolume) and apply
+        // its capacity (statfs shows it at once) and commit interval.
+        signal(SIGHUP, SIG_IGN)
+        let reload = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        let volumeID = record.id
+        reload.setEventHandler {
+            Task.detached {
+                do {
+                    let fresh = try await catalog.volume(volumeID)
+                    let interval = try fresh.parameters["commitInterval"].map { try Console.parseDuration($0) }
+                    fs.reconfigure(capacityBytes: fresh.capacityBytes, commitInterval: interval)
+                    Self.log("reloaded volume \(volumeID): capacity \(fresh.capacityBytes) bytes"
+                             + (interval.map { ", commit interval \($0)" } ?? ""))
+                } catch {
+                    Self.log("SIGHUP: cannot re-read volume \(volumeID): \(error)")
+                }
+            }
+        }
+        reload.resume()
+        sources.append(reload)
         fs.start()
         // Unbuffered, so a supervisor reading the pipe sees it at once.
         FileHandle.standardOutput.write(Data("hearth: serving volume \(record.id) (\(record.name)) at \(path)\n".utf8))
@@ -99,6 +119,10 @@ struct MountCommand: AsyncParsableCommand {
         if FuseMount.isMounted(path) { mount.unmount() }
         mount.close()
         try fs.shutdown()
+    }
+
+    static func log(_ message: String) {
+        FileHandle.standardError.write(Data("hearth mount: \(message)\n".utf8))
     }
 
     static func defaultCacheDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
