@@ -60,7 +60,9 @@ public actor InventoryReporter {
         self.client = client
         self.snapshot = snapshot
         self.logger = logger
-        (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let stream = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        wakeups = stream.stream
+        wake = stream.continuation
     }
 
     /// A token read from a file (a mounted Secret), trimmed of surrounding whitespace.

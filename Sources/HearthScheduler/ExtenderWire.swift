@@ -162,15 +162,19 @@ public struct ExtenderArgs<Node: ExtenderNode>: Decodable, Sendable {
     public var nodes: NodeList<Node>?
     public var nodeNames: [String]?
 
-    private enum Keys: String, CodingKey {
-        case pod = "Pod", nodes = "Nodes", nodeNames = "NodeNames"
-    }
-
+    /// Keys match case-insensitively, as Go's `encoding/json` does: today's
+    /// kube-scheduler writes `Pod`/`Nodes`/`NodeNames`, schedulers before the
+    /// extender/v1 package wrote `pod`/`nodes`/`nodenames`.
     public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: Keys.self)
-        pod = try container.decodeIfPresent(Pod.self, forKey: .pod)
-        nodes = try container.decodeIfPresent(NodeList<Node>.self, forKey: .nodes)
-        nodeNames = try container.decodeIfPresent([String].self, forKey: .nodeNames)
+        let container = try decoder.container(keyedBy: AnyKey.self)
+        for key in container.allKeys {
+            switch key.stringValue.lowercased() {
+            case "pod": pod = try container.decodeIfPresent(Pod.self, forKey: key)
+            case "nodes": nodes = try container.decodeIfPresent(NodeList<Node>.self, forKey: key)
+            case "nodenames": nodeNames = try container.decodeIfPresent([String].self, forKey: key)
+            default: continue
+            }
+        }
     }
 
     /// The candidate names, whichever form carried them; `NodeNames` wins when both do.

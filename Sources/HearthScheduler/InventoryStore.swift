@@ -88,7 +88,7 @@ public final class InventoryStore: Sendable {
     /// Nodes with a live report.
     public var liveNodeCount: Int {
         let cutoff = now() - ttl
-        return state.withLock { $0.nodes.values.count { $0.at > cutoff } }
+        return state.withLock { state in state.nodes.values.count { $0.at > cutoff } }
     }
 
     /// Drops expired reports. Called after every report; lookups never return

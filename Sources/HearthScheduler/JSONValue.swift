@@ -13,28 +13,26 @@ public indirect enum JSONValue: Codable, Sendable, Hashable {
     case array([JSONValue])
     case object([String: JSONValue])
 
+    /// Tries the common cases first (Kubernetes objects are mostly strings and
+    /// objects): every failed attempt costs a thrown DecodingError.
     public init(from decoder: any Decoder) throws {
-        if let object = try? decoder.container(keyedBy: AnyKey.self) {
+        let single = try decoder.singleValueContainer()
+        if single.decodeNil() {
+            self = .null
+        } else if let string = try? single.decode(String.self) {
+            self = .string(string)
+        } else if let object = try? decoder.container(keyedBy: AnyKey.self) {
             var values: [String: JSONValue] = [:]
             values.reserveCapacity(object.allKeys.count)
             for key in object.allKeys {
                 values[key.stringValue] = try object.decode(JSONValue.self, forKey: key)
             }
             self = .object(values)
-            return
-        }
-        if var array = try? decoder.unkeyedContainer() {
+        } else if var array = try? decoder.unkeyedContainer() {
             var values: [JSONValue] = []
             values.reserveCapacity(array.count ?? 0)
             while !array.isAtEnd { values.append(try array.decode(JSONValue.self)) }
             self = .array(values)
-            return
-        }
-        let single = try decoder.singleValueContainer()
-        if single.decodeNil() {
-            self = .null
-        } else if let string = try? single.decode(String.self) {
-            self = .string(string)
         } else if let bool = try? single.decode(Bool.self) {
             self = .bool(bool)
         } else if let int = try? single.decode(Int64.self) {

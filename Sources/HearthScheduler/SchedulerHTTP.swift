@@ -66,11 +66,11 @@ public struct SchedulerHTTP: Sendable {
         }
         if routes.contains(.observability) {
             router.get("healthz") { _, _ in Self.text(.ok, "ok\n") }
-            router.get("readyz") { _, _ in
+            router.get("readyz") { _, _ -> Response in
                 if let reason = await configuration.readiness() { return Self.text(.serviceUnavailable, reason + "\n") }
                 return Self.text(.ok, "ok\n")
             }
-            router.get("metrics") { _, _ in
+            router.get("metrics") { _, _ -> Response in
                 Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                          body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(inventory: extender.inventory))))
             }
@@ -250,7 +250,7 @@ extension SchedulerHTTP {
     /// one; `onRunning` receives the bound port). Run it, or hand it to a ServiceGroup.
     /// `services` run alongside (and stop with) it, e.g. a second listener.
     public func application(_ routes: SchedulerRoutes, host: String, port: Int, logger: Logger,
-                            services: [any Service] = [],
+                            services: [any ApplicationProtocol] = [],
                             onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         Application(router: router(routes),
                     configuration: .init(address: .hostname(host, port: port), serverName: "hearth-scheduler"),

@@ -18,21 +18,25 @@ public final class SchedulerMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         scores = (0...Scoring.maxScore).map {
-            registry.makeCounter(name: "hearth_scheduler_scores_total", labels: [("score", String($0))],
-                                 help: "Node scores given by prioritize, by score.")
+            registry.makeCounter(descriptor: Self.name("scores", "total", "Node scores given by prioritize, by score."),
+                                 labels: [("score", String($0))])
         }
-        inventoryNodes = registry.makeGauge(name: "hearth_scheduler_inventory_nodes",
-                                            help: "Nodes with a live (unexpired) inventory report.")
+        inventoryNodes = registry.makeGauge(
+            descriptor: Self.name("inventory_nodes", "", "Nodes with a live (unexpired) inventory report."))
+    }
+
+    private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "hearth", subsystem: "scheduler", metricName: metric, unitName: unit, helpText: help)
     }
 
     /// One HTTP request served. `verb`: filter, prioritize, inventory, metrics, healthz, readyz.
     public func request(_ verb: String, status: Int, duration: Duration) {
-        registry.makeCounter(name: "hearth_scheduler_requests_total", labels: [("verb", verb), ("code", String(status))],
-                             help: "HTTP requests served, by verb and status code.").increment()
-        registry.makeDurationHistogram(name: "hearth_scheduler_request_duration_seconds", labels: [("verb", verb)],
-                                       buckets: latencyBuckets,
-                                       help: "Time from request body received to response ready, by verb.")
-            .recordNanoseconds(duration.nanoseconds)
+        registry.makeCounter(descriptor: Self.name("requests", "total", "HTTP requests served, by verb and status code."),
+                             labels: [("verb", verb), ("code", String(status))]).increment()
+        registry.makeDurationHistogram(
+            descriptor: Self.name("request_duration", "seconds", "Time from request received to response ready, by verb."),
+            labels: [("verb", verb)], buckets: latencyBuckets
+        ).recordNanoseconds(duration.nanoseconds)
     }
 
     /// The scores of one prioritize answer, tallied first so 5,000 nodes cost 11 increments.
@@ -45,20 +49,20 @@ public final class SchedulerMetrics: Sendable {
     /// Nodes a filter answer dropped; `reason`: locality, lease, annotation.
     public func filtered(_ reason: String, count: Int) {
         guard count > 0 else { return }
-        registry.makeCounter(name: "hearth_scheduler_filtered_nodes_total", labels: [("reason", reason)],
-                             help: "Nodes dropped by filter, by reason.").increment(by: Int64(count))
+        registry.makeCounter(descriptor: Self.name("filtered_nodes", "total", "Nodes dropped by filter, by reason."),
+                             labels: [("reason", reason)]).increment(by: Int64(count))
     }
 
     /// Claims whose volume could not be resolved (store or API server errors).
     public func resolveFailed() {
-        registry.makeCounter(name: "hearth_scheduler_resolve_errors_total",
-                             help: "Claims that could not be mapped to volumes; scored as non-Hearth.").increment()
+        registry.makeCounter(descriptor: Self.name(
+            "resolve_errors", "total", "Claims that could not be mapped to volumes; scored as non-Hearth.")).increment()
     }
 
     /// Inventory reports, by result: accepted, unauthorized, forbidden, invalid.
     public func inventoryReport(_ result: String) {
-        registry.makeCounter(name: "hearth_scheduler_inventory_reports_total", labels: [("result", result)],
-                             help: "Inventory reports received, by result.").increment()
+        registry.makeCounter(descriptor: Self.name("inventory_reports", "total", "Inventory reports received, by result."),
+                             labels: [("result", result)]).increment()
     }
 
     /// The Prometheus text exposition, refreshing gauges first.

@@ -18,7 +18,7 @@ final class ResolutionTests: XCTestCase {
 
     /// A stand-in API server: one PVC bound to a Hearth PV, one to another driver's,
     /// one unbound; requires the bearer token a service account would send.
-    private func fakeAPIServer(volumeID: String, requests: Mutex<[String]>) async throws -> (Int, Task<Void, any Error>) {
+    private func fakeAPIServer(volumeID: String, requests: Locked<[String]>) async throws -> (Int, Task<Void, any Error>) {
         let router = Router()
         router.get("api/v1/namespaces/:ns/persistentvolumeclaims/:name") { request, context -> Response in
             requests.withLock { $0.append(request.uri.path) }
@@ -51,7 +51,7 @@ final class ResolutionTests: XCTestCase {
         let provisioned = try await catalog.createVolume(name: "pvc-1234", capacityBytes: 1 << 30,
                                                          pvc: PVCReference(namespace: "ml", name: "data"))
         let static_ = try await catalog.createVolume(name: "static-volume", capacityBytes: 1 << 20)
-        let requests = Mutex<[String]>([])
+        let requests = Locked<[String]>([])
         let (port, server) = try await fakeAPIServer(volumeID: static_.id, requests: requests)
         let kubernetes = KubernetesClient(baseURL: "http://127.0.0.1:\(port)", token: { "sa-token" })
         let resolver = CatalogVolumeResolver(catalog: catalog, kubernetes: kubernetes)
@@ -100,7 +100,7 @@ final class ResolutionTests: XCTestCase {
 
     func testReporterSendsSnapshotsWithTheTokenAndOnChange() async throws {
         let harness = try await ExtenderHarness.start(resolver: StaticVolumeResolver([:]))
-        let contents = Mutex([CachedVolume(volumeID: "vol-a", cachedBytes: 10, logicalBytes: 20, writer: true)])
+        let contents = Locked([CachedVolume(volumeID: "vol-a", cachedBytes: 10, logicalBytes: 20, writer: true)])
         let reporter = InventoryReporter(endpoint: "http://127.0.0.1:\(harness.port)/inventory", node: "node-7",
                                          token: { ExtenderHarness.token }, interval: .seconds(3600),
                                          minimumGap: .milliseconds(10)) { contents.withLock { $0 } }

@@ -145,3 +145,10 @@ enum GoPayloads {
 extension PVCReference {
     static func ml(_ name: String) -> PVCReference { PVCReference(namespace: "ml", name: name) }
 }
+
+/// A shareable lock-protected value (a `Mutex` cannot be captured or passed around).
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+}
