@@ -63,3 +63,11 @@ func nowNs() -> Int64 {
     clock_gettime(CLOCK_REALTIME, &ts)
     return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }
+
+/// Debug tracing to stderr when HEARTH_TRACE is set (commit decisions, data-path state).
+let traceEnabled = ProcessInfo.processInfo.environment["HEARTH_TRACE"] != nil
+
+func trace(_ message: @autoclosure () -> String) {
+    guard traceEnabled else { return }
+    FileHandle.standardError.write(Data("TRACE \(message())\n".utf8))
+}

@@ -56,7 +56,9 @@ extension VolumeFileSystem {
             let chunkSize = node.manifest?.chunkSize ?? config.chunkSize
             let work: CacheFile
             do {
-                work = try cache.makeWorkingCopy(volume: config.volumeID, name: String(ino), size: node.size,
+                // A fresh name each time: a retired copy may still be open for a
+                // commit's reads, and O_TRUNC on a reused path would empty it.
+                work = try cache.makeWorkingCopy(volume: config.volumeID, name: "\(ino).\(UInt32.random(in: 0...UInt32.max))", size: node.size,
                                                  chunkSize: chunkSize, base: node.clean)
             } catch { throw fuseError(error) }
             node.work = work
@@ -226,7 +228,7 @@ extension VolumeFileSystem {
                     cache.close(clean)
                     node.clean = nil
                 }
-                if let work = node.work, !dirty, !work.isDirty { retireWorkingCopy(node) }
+                if let work = node.work, !dirty, !work.isDirty, node.committing == 0 { retireWorkingCopy(node) }
             }
             dropIfUnreachable(node)
             return dirty
@@ -240,6 +242,13 @@ extension VolumeFileSystem {
     func retireWorkingCopy(_ node: Inode) {
         guard let work = node.work else { return }
         node.work = nil
+        // A clean copy still attached is of an older version (e.g. attached by a
+        // truncate through a path, with no handle to release it): reads would serve
+        // its stale bytes once the working copy is gone.
+        if let clean = node.clean {
+            cache.close(clean)
+            node.clean = nil
+        }
         if let child = node.child, let manifest = node.manifest, manifest.size == work.size {
             cache.adopt(work, as: child, manifest: manifest)
         } else {

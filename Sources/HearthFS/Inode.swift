@@ -38,6 +38,9 @@ final class Inode {
     var lookups: UInt64 = 0
     /// Open handles.
     var opens = 0
+    /// Commits in flight that took this file's dirty state: its working copy holds
+    /// bytes the store does not have yet and must not be retired meanwhile.
+    var committing = 0
     /// Directories: name → ino once loaded from the tree; nil means "not in memory".
     var children: [String: UInt64]?
     /// Directories: must be re-serialised at the next commit.

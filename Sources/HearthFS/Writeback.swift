@@ -103,7 +103,10 @@ final class Writeback: @unchecked Sendable {
             condition.unlock()
 
             var failure: (any Error)?
-            do { try fs?.commitOnce() } catch { failure = error }
+            do { try fs?.commitOnce() } catch {
+                failure = error
+                FileHandle.standardError.write(Data("hearth mount: commit failed (will retry): \(error)\n".utf8))
+            }
             fs?.trimMemory()
 
             condition.lock()
@@ -141,6 +144,11 @@ extension VolumeFileSystem {
         let uploads: [FileUpload] = lock.withLock {
             let taken = dirtyFiles.compactMap { ino -> FileUpload? in
                 guard let node = nodes[ino], node.kind == .file else { return nil }
+                node.committing += 1
+                // The new manifest changes the entries naming this file: those
+                // directories must be serialised by this very commit, even if they
+                // were serialised (clean) by a commit that ran while the file changed.
+                markParentsDirty(node)
                 if let work = node.work {
                     let (chunks, size) = work.takeDirty()
                     cache.retain(work)
@@ -152,6 +160,7 @@ extension VolumeFileSystem {
             return taken
         }
         guard !uploads.isEmpty || lock.withLock({ !dirtyDirs.isEmpty }) else { return }
+        trace("commit uploads \(uploads.map { ($0.ino, $0.chunks, $0.size, $0.work != nil) }) dirs \(lock.withLock { dirtyDirs })")
         defer { for upload in uploads { if let work = upload.work { cache.close(work) } } }
 
         // 2. Upload chunks and manifests (outside the lock).
@@ -162,7 +171,9 @@ extension VolumeFileSystem {
             lock.withLock {
                 for upload in uploads {
                     upload.work?.restoreDirty(upload.chunks)
-                    if let node = nodes[upload.ino], node.nlink > 0 { markFileDirty(node) }
+                    guard let node = nodes[upload.ino] else { continue }
+                    node.committing -= 1
+                    if node.nlink > 0 { markFileDirty(node) }
                 }
             }
             throw error
@@ -170,12 +181,16 @@ extension VolumeFileSystem {
 
         // 3. Install the manifests and serialise dirty trees, deepest first.
         let (trees, root, logical, serialised): ([(ContentHash, Data)], ContentHash?, Int64, [UInt64]) = lock.withLock {
-            for (ino, manifest, hash) in manifests {
+            for (index, (ino, manifest, hash)) in manifests.enumerated() {
                 guard let node = nodes[ino] else { continue }
+                node.committing -= 1
                 node.child = hash
                 node.committedSize = manifest.size
                 node.manifest = manifest
-                if node.opens == 0, !dirtyFiles.contains(ino), node.work?.isDirty == false { retireWorkingCopy(node) }
+                if node.opens == 0, node.committing == 0, !dirtyFiles.contains(ino), let work = node.work,
+                   work === uploads[index].work, !work.isDirty {
+                    retireWorkingCopy(node)
+                }
             }
             func depth(_ ino: UInt64) -> Int {
                 var d = 0
@@ -221,6 +236,7 @@ extension VolumeFileSystem {
                 return try await heads.commit(volume, root: root, logicalBytes: logical, expected: expected)
             }
             lock.withLock { head = newHead }
+            trace("committed gen \(newHead.head.generation) root \(String(describing: root)) trees \(trees.count) serialised \(serialised)")
         } catch {
             lock.withLock {
                 for ino in serialised { markTreeDirty(ino) }

@@ -57,7 +57,10 @@ final class MountedVolume: @unchecked Sendable {
         process = p
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if Self.isFuseMount(target) { return }
+            // A stale mount of a crashed daemon is also a FUSE mount in mountinfo:
+            // wait for one that answers.
+            var st = stat()
+            if Self.isFuseMount(target) && stat(target, &st) == 0 { return }
             guard p.isRunning else { throw HarnessError("hearth mount exited with \(p.terminationStatus)") }
             usleep(20_000)
         }
