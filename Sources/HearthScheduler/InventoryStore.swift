@@ -19,6 +19,24 @@ public final class InventoryStore: Sendable {
         public var reportedAt: ContinuousClock.Instant
     }
 
+    /// One volume's entries as of one instant: a view that hides expired ones.
+    public struct LiveEntries: Sendable {
+        let entries: [String: Entry]
+        let cutoff: ContinuousClock.Instant
+
+        /// Upper bound of the live count (expired entries included); sizes work plans.
+        public var storedCount: Int { entries.count }
+
+        public subscript(node: String) -> Entry? {
+            guard let entry = entries[node], entry.reportedAt > cutoff else { return nil }
+            return entry
+        }
+
+        public func forEach(_ body: (Entry) -> Void) {
+            for entry in entries.values where entry.reportedAt > cutoff { body(entry) }
+        }
+    }
+
     private struct State {
         /// node → (time of its report, the volume ids it listed)
         var nodes: [String: (at: ContinuousClock.Instant, volumes: [String])] = [:]
@@ -72,16 +90,13 @@ public final class InventoryStore: Sendable {
         }
     }
 
-    /// Live entries for several volumes in one lock acquisition (the scoring path).
-    public func entries(for volumeIDs: [String]) -> [String: [String: Entry]] {
+    /// Several volumes' entries in one lock acquisition, without copying (the
+    /// scoring path: a volume cached on thousands of nodes must not be re-hashed
+    /// per request). Expired entries are still inside; ``LiveEntries`` skips them.
+    public func liveEntries(for volumeIDs: [String]) -> [LiveEntries] {
         let cutoff = now() - ttl
         return state.withLock { state in
-            var result: [String: [String: Entry]] = [:]
-            for id in volumeIDs {
-                guard let entries = state.byVolume[id] else { continue }
-                result[id] = entries.filter { $0.value.reportedAt > cutoff }
-            }
-            return result
+            volumeIDs.map { LiveEntries(entries: state.byVolume[$0] ?? [:], cutoff: cutoff) }
         }
     }
 

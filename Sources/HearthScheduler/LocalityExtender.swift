@@ -50,7 +50,7 @@ public struct LocalityExtender: Sendable {
     public func prioritize(pod: Pod, nodes: [String]) async -> [HostPriority] {
         let volumes = pod.claims.isEmpty ? [] : await hearthVolumes(of: pod)
         guard !volumes.isEmpty else { return nodes.map { HostPriority(host: $0, score: 0) } }
-        let locality = locality(of: volumes)
+        let locality = locality(of: volumes, on: nodes)
         let priorities = nodes.map {
             HostPriority(host: $0, score: Scoring.score(cachedBytes: locality.cached(on: $0), totalBytes: locality.totalBytes))
         }
@@ -87,7 +87,7 @@ public struct LocalityExtender: Sendable {
                 logger.warning("lease of \(volume.volumeID) unknown, not enforcing it: \(error)")
             }
         }
-        let locality = requirement == nil ? nil : locality(of: volumes)
+        let locality = requirement == nil ? nil : locality(of: volumes, on: nodes)
         for (index, node) in nodes.enumerated() {
             if let held = holders.first(where: { $0.node != node }) {
                 outcome.unresolvable[node] = "volume \(held.volume.volumeID) (PVC \(held.volume.claim.namespace)/\(held.volume.claim.name)) "
@@ -152,16 +152,33 @@ public struct LocalityExtender: Sendable {
     /// figure and every live report's logical and cached bytes (a node may hold data
     /// not yet committed; no node can cache more than the volume holds), so a share
     /// never exceeds 100% and a stale store size never inflates one.
-    public func locality(of volumes: [PodVolume]) -> Locality {
-        let entries = inventory.entries(for: volumes.map(\.volumeID))
+    public func locality(of volumes: [PodVolume], on nodes: [String]) -> Locality {
+        let live = inventory.liveEntries(for: volumes.map(\.volumeID))
+        var sizes: [Int64] = []
         var total: Int64 = 0
-        var cached: [String: Int64] = [:]
-        for volume in volumes {
-            let reports = entries[volume.volumeID] ?? [:]
-            let size = reports.values.reduce(volume.logicalBytes ?? 0) { max($0, $1.logicalBytes, $1.cachedBytes) }
+        for (volume, entries) in zip(volumes, live) {
+            var size = volume.logicalBytes ?? 0
+            entries.forEach { size = max(size, $0.logicalBytes, $0.cachedBytes) }
+            sizes.append(size)
             total += size
-            for (node, entry) in reports where entry.cachedBytes > 0 {
-                cached[node, default: 0] += min(entry.cachedBytes, size)
+        }
+        // Sum per node from whichever side is smaller: the candidates' lookups, or
+        // the volumes' cache entries (a few nodes of a big cluster, or the reverse).
+        var cached: [String: Int64] = [:]
+        let stored = live.reduce(0) { $0 + $1.storedCount }
+        if nodes.count * volumes.count <= stored {
+            for node in nodes {
+                var bytes: Int64 = 0
+                for (index, entries) in live.enumerated() {
+                    if let entry = entries[node] { bytes += min(entry.cachedBytes, sizes[index]) }
+                }
+                if bytes > 0 { cached[node] = bytes }
+            }
+        } else {
+            for (index, entries) in live.enumerated() {
+                entries.forEach { entry in
+                    if entry.cachedBytes > 0 { cached[entry.node, default: 0] += min(entry.cachedBytes, sizes[index]) }
+                }
             }
         }
         return Locality(totalBytes: total, cachedBytes: cached)

@@ -96,7 +96,8 @@ public struct SchedulerHTTP: Sendable {
     private func prioritize(_ request: Request) async throws -> Response {
         let args = try await Self.decode(ExtenderArgs<NodeName>.self, request, limit: configuration.maxExtenderBodyBytes)
         let (pod, names) = try Self.validate(args)
-        return try Self.json(await extender.prioritize(pod: pod, nodes: names))
+        let priorities = await extender.prioritize(pod: pod, nodes: names)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: HostPriority.listJSON(priorities)))
     }
 
     private func inventory(_ request: Request) async throws -> Response {

@@ -2,6 +2,7 @@ import Foundation
 import HearthInventory
 import HearthScheduler
 import HearthStore
+import NIOCore
 import XCTest
 
 /// The extender API exactly as kube-scheduler speaks it, both forms, over real HTTP.
@@ -97,5 +98,19 @@ final class WireContractTests: XCTestCase {
         let fromGo = try JSONDecoder().decode(ExtenderFilterResult.self, from: Data(
             #"{"Nodes":null,"NodeNames":["x"],"FailedNodes":null,"FailedAndUnresolvableNodes":null,"Error":""}"#.utf8))
         XCTAssertEqual(fromGo.failedNodes, [:])
+    }
+}
+
+final class PriorityListEncodingTests: XCTestCase {
+    func testDirectEncodingDecodesLikeJSONEncoderOutput() throws {
+        let list = [HostPriority(host: "node-a", score: 10), HostPriority(host: "we\"ird\\name\u{1}\n", score: 0),
+                    HostPriority(host: "nöde-ü", score: 7), HostPriority(host: "", score: -1)]
+        let direct = HostPriority.listJSON(list)
+        let decoded = try JSONDecoder().decode([HostPriority].self, from: Data(direct.readableBytesView))
+        XCTAssertEqual(decoded, list)
+        XCTAssertEqual(String(buffer: HostPriority.listJSON([])), "[]")
+        XCTAssertEqual(String(buffer: HostPriority.listJSON([HostPriority(host: "n", score: 3)])), #"[{"Host":"n","Score":3}]"#)
+        let reference = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(list)) as! NSArray
+        XCTAssertEqual(try JSONSerialization.jsonObject(with: Data(direct.readableBytesView)) as! NSArray, reference)
     }
 }
