@@ -114,6 +114,7 @@ let package = Package(
                 "HearthScheduler", "HearthInventory", "HearthStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]),
     ]
 )

@@ -4,6 +4,7 @@ enum BenchSubcommands {
     static let all: [any ParsableCommand.Type] = [
         RPCBench.self,
         FSBench.self,
+        SchedulerBench.self,
         RPCBenchServer.self,
     ]
 }
