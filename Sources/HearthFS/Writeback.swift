@@ -25,6 +25,13 @@ final class Writeback: @unchecked Sendable {
     private var thread: Thread?
     /// How long the committer sleeps between commits; changed on SIGHUP.
     private var interval: Duration
+    /// fsync/fsyncdir callers waiting for a commit (they are never delayed).
+    private var waiters = 0
+    private var lastCommitEnd = Date.distantPast
+    /// Commits asked for by close(2) start at most this often: a burst of closes
+    /// (untar, a build, a metadata benchmark) becomes one commit per window instead
+    /// of one per file, each re-serialising the directory.
+    static let closeCoalescing: TimeInterval = 0.2
 
     init(fs: VolumeFileSystem) {
         self.fs = fs
@@ -70,8 +77,10 @@ final class Writeback: @unchecked Sendable {
         }
         requested += 1
         let target = requested
+        waiters += 1
         condition.broadcast()
         while completed < target && running { condition.wait() }
+        waiters -= 1
         if let (seq, error) = lastError, seq >= target { throw fuseError(error) }
     }
 
@@ -98,6 +107,10 @@ final class Writeback: @unchecked Sendable {
                 let deadline = since.addingTimeInterval(max(0.05, seconds))
                 if deadline <= Date() || !condition.wait(until: deadline) { break }
             }
+            while !stopping && waiters == 0 {
+                let ready = lastCommitEnd.addingTimeInterval(Self.closeCoalescing)
+                if ready <= Date() || !condition.wait(until: ready) { break }
+            }
             let target = requested
             let stop = stopping
             condition.unlock()
@@ -111,6 +124,7 @@ final class Writeback: @unchecked Sendable {
 
             condition.lock()
             completed = max(completed, target)
+            lastCommitEnd = Date()
             if let failure { lastError = (target, failure) } else if lastError.map({ $0.0 <= target }) == true { lastError = nil }
             condition.broadcast()
             if stop {

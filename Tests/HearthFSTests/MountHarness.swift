@@ -47,11 +47,16 @@ final class MountedVolume: @unchecked Sendable {
 
     /// Starts the daemon and waits until the mount answers.
     func start(extra: [String] = [], mountpoint mnt: String? = nil, cacheSize: String = "1GiB") throws {
+        try start(arguments: ["mount", "--store", "file://" + store, volumeID, mnt ?? mountpoint, "--cache-dir", cacheDir,
+                              "--cache-size", cacheSize, "--commit-interval", "1s"] + extra, mountpoint: mnt)
+    }
+
+    /// Starts the daemon with exactly `arguments` (the last is the mountpoint).
+    func start(arguments: [String], mountpoint mnt: String? = nil) throws {
         let target = mnt ?? mountpoint
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["mount", "--store", "file://" + store, volumeID, target, "--cache-dir", cacheDir,
-                       "--cache-size", cacheSize, "--commit-interval", "1s"] + extra
+        p.arguments = arguments
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         process = p

@@ -1,0 +1,77 @@
+import Foundation
+import HearthStore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the CSI node plugin relies on from `hearth mount`, and regressions found on
+/// real mounts.
+@Suite("Node plugin contract and write-back regressions", .serialized)
+struct NodePluginContractTests {
+    /// Options in the order NodeService/DaemonSupervisor pass them; the mount shows
+    /// `hearth:<volume id>` as its source and `fuse.hearth` as its type.
+    @Test func optionsInNodePluginOrderAndMountIdentity() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start(arguments: ["mount", "--store", "file://" + v.store, "--s3-region", "us-east-1",
+                                "--cache-dir", v.cacheDir, "--cache-size", "1GiB", "--allow-other",
+                                "--commit-interval", "5s", v.volumeID, v.mountpoint])
+        let info = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        let line = info.split(separator: "\n").first { $0.split(separator: " ")[4] == v.mountpoint }
+        let tail = line.flatMap { $0.components(separatedBy: " - ").last?.split(separator: " ") }
+        #expect(tail?.first == "fuse.hearth", "\(String(describing: line))")
+        #expect(tail.map { $0.count > 1 ? String($0[1]) : "" } == "hearth:\(v.volumeID)")
+        try v.stop()
+    }
+
+    /// NodeExpandVolume: the store record grows, SIGHUP, statfs reports the new
+    /// capacity at once and the quota follows.
+    @Test func sighupAppliesTheNewCapacity() async throws {
+        let v = try await MountedVolume(capacity: 8 << 20)
+        defer { v.cleanup() }
+        try v.start()
+        var fs = statvfs()
+        #expect(statvfs(v.mountpoint, &fs) == 0 && UInt64(fs.f_blocks) * UInt64(fs.f_frsize) == 8 << 20)
+        #expect(try sh("dd if=/dev/zero of=\(v.path("a")) bs=1M count=12 conv=fsync 2>&1").status != 0)
+        let catalog = Catalog(try DirectoryStore(root: URL(fileURLWithPath: v.store)))
+        _ = try await catalog.setCapacity(v.volumeID, capacityBytes: 64 << 20)
+        guard let pid = v.pid else { throw HarnessError("no daemon") }
+        kill(pid, SIGHUP)
+        let deadline = Date().addingTimeInterval(10)
+        var capacity: UInt64 = 0
+        while Date() < deadline {
+            if statvfs(v.mountpoint, &fs) == 0 { capacity = UInt64(fs.f_blocks) * UInt64(fs.f_frsize) }
+            if capacity == 64 << 20 { break }
+            usleep(20_000)
+        }
+        #expect(capacity == 64 << 20)
+        #expect(try sh("dd if=/dev/zero of=\(v.path("a")) bs=1M count=12 conv=fsync 2>&1").status == 0)
+        try v.stop()
+    }
+
+    /// A file truncated, read and extended while the commit of its first version
+    /// was in flight: the store (read through a fresh cache) has the last state.
+    @Test func changesDuringACommitReachTheStore() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        let bytes = patternBytes(3 << 20, seed: 11)
+        for round in 0..<3 {
+            let name = v.path("t\(round)")
+            try writeFile(name, bytes)
+            #expect(truncate(name, 1_000_000) == 0)
+            #expect(try readFile(name) == Array(bytes[0..<1_000_000]))
+            #expect(truncate(name, 2_500_000) == 0)
+            #expect(try readFile(name) == Array(bytes[0..<1_000_000]) + [UInt8](repeating: 0, count: 1_500_000))
+        }
+        try v.stop()
+        v.cacheDir = v.root + "/fresh-cache"
+        try v.start()
+        for round in 0..<3 {
+            #expect(try readFile(v.path("t\(round)")) == Array(bytes[0..<1_000_000]) + [UInt8](repeating: 0, count: 1_500_000))
+        }
+        try v.stop()
+    }
+}
