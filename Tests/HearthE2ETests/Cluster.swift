@@ -81,10 +81,15 @@ final class LocalCluster {
         }
         for process in processes { process.waitUntilExit() }
         // A failed run can leave mounts behind: detach them, deepest first.
-        let leftovers = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?
-            .split(separator: "\n").map { $0.split(separator: " ")[4] }.map(String.init)
-            .filter { $0.hasPrefix(directory + "/") }.sorted { $0.count > $1.count } ?? []
-        for path in leftovers { umount2(path, Int32(MNT_DETACH)) }
+        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        var leftovers: [String] = []
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { continue }
+            let point = String(fields[4])
+            if point.hasPrefix(directory + "/") { leftovers.append(point) }
+        }
+        for path in leftovers.sorted(by: { $0.count > $1.count }) { umount2(path, Int32(MNT_DETACH)) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 

@@ -40,8 +40,11 @@ struct S3TestServer {
         return (response as? HTTPURLResponse)?.statusCode ?? 0
     }
 
+    /// moto (werkzeug) may ignore SIGTERM while serving: SIGKILL after a grace.
     func stop() {
         process.terminate()
+        for _ in 0..<50 where process.isRunning { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 }
