@@ -27,12 +27,9 @@ public struct ContentStore: Sendable {
     }
 
     /// Stores bytes whose hash the caller already computed (chunkers hash anyway).
+    /// Durable after the next ``ObjectStore/flush()`` (commits flush first).
     public func put(_ kind: ObjectKind, _ data: Data, hash: ContentHash) async throws {
-        do {
-            try await objects.put(kind.key(hash), data: data, condition: .ifAbsent)
-        } catch StoreError.alreadyExists {
-            // Same name, same bytes: deduplicated.
-        }
+        try await objects.putContent(kind.key(hash), data: data)
     }
 
     /// Reads and verifies an object.

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -31,6 +32,9 @@ public struct DirectoryStore: ObjectStore {
     private let tmpPath: String
     private let locksPath: String
     private static let lockStripes = 64
+    /// Content written by ``putContent(_:data:)`` and not yet flushed; shared by
+    /// copies of this value.
+    private let pending = PendingContent()
 
     /// Opens (creating if needed) a store rooted at `root`.
     public init(root: URL) throws {
@@ -66,23 +70,107 @@ public struct DirectoryStore: ObjectStore {
         try await offload { try syncDelete(key) }
     }
 
+    /// Writes the bytes to a temp file without fsync and remembers it; ``flush()``
+    /// makes all such files durable with one `syncfs(2)` and only then links them
+    /// under their final names. So every object visible under its final name is
+    /// durable (a crash leaves only temp files), and dedup never trusts a torn object.
+    public func putContent(_ key: String, data: Data) async throws {
+        try await offload { try syncPutContent(key, data: data) }
+    }
+
+    public func flush() async throws {
+        try await offload { try syncFlush() }
+    }
+
     public func list(prefix: String, startAfter: String?, continuationToken: String?, limit: Int) async throws -> ObjectListing {
         try await offload { try syncList(prefix: prefix, startAfter: startAfter, continuationToken: continuationToken, limit: limit) }
     }
 
-    /// Runs blocking file-system work (fsync above all) on a Dispatch queue, never on
-    /// Swift's cooperative pool: that pool has one thread per core, and a few
-    /// fsyncs would otherwise stall every task in the process (FUSE requests too).
-    /// Dispatch grows its pool for blocked work, so parallel uploads overlap their fsyncs.
+    /// Runs blocking file-system work (fsync above all) off Swift's cooperative pool:
+    /// that pool has one thread per core, and a few fsyncs would otherwise stall
+    /// every task in the process (FUSE requests too).
+    ///
+    /// Work is spread round-robin over serial queues. Serial queues are "overcommit"
+    /// in libdispatch and get a thread each when busy, whereas a concurrent queue on
+    /// Linux is capped near the core count (no kernel feedback about blocked
+    /// threads), which limited parallel uploads to two fsyncs in flight. Overlapping
+    /// fsyncs lets the file system commit them as one journal transaction.
     private func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            DirectoryStore.ioQueue.async {
+        let queue = Self.ioQueues[Self.nextQueue.wrappingAdd(1, ordering: .relaxed).oldValue & (Self.ioQueues.count - 1)]
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.async {
                 continuation.resume(with: Result { try work() })
             }
         }
     }
 
-    private static let ioQueue = DispatchQueue(label: "hearth.store.directory-io", qos: .userInitiated, attributes: .concurrent)
+    private static let ioQueues = (0..<32).map { DispatchQueue(label: "hearth.store.directory-io.\($0)", qos: .userInitiated) }
+    private static let nextQueue = Atomic<Int>(0)
+
+    // MARK: deferred content
+
+    private func syncPutContent(_ key: String, data: Data) throws {
+        try ObjectKey.validate(key)
+        var st = stat()
+        if stat(objectsPath + "/" + key, &st) == 0 { return }  // durable already
+        if pending.entries.withLock({ $0[key] != nil }) { return }
+        let (tmp, fd) = try createTempFile()
+        defer { close(fd) }
+        do {
+            try Self.writeFully(fd: fd, data: data, what: key)
+            try stamp(fd: fd, after: nil)
+        } catch {
+            unlink(tmp)
+            throw error
+        }
+        let duplicate = pending.entries.withLock { entries in
+            if entries[key] != nil { return true }
+            entries[key] = tmp
+            return false
+        }
+        if duplicate { unlink(tmp) }
+    }
+
+    private func syncFlush() throws {
+        let batch = pending.entries.withLock { $0 }
+        guard !batch.isEmpty else { return }
+        try syncFileSystem()  // the temp files' data
+        for (key, tmp) in batch {
+            let final = objectsPath + "/" + key
+            try Self.makeDirectories((final as NSString).deletingLastPathComponent)
+            if link(tmp, final) != 0 && errno != EEXIST {
+                // A concurrent flush linked it (after its own syncfs) and removed the temp.
+                var st = stat()
+                if errno == ENOENT && stat(final, &st) == 0 { continue }
+                throw Self.posixError("link \(key)")
+            }
+        }
+        try syncFileSystem()  // the new directory entries
+        pending.entries.withLock { entries in
+            for (key, tmp) in batch where entries[key] == tmp { entries[key] = nil }
+        }
+        for (_, tmp) in batch { unlink(tmp) }
+    }
+
+    /// One `syncfs(2)` instead of an fsync per object: the file system commits all
+    /// dirty data and metadata in one journal transaction.
+    private func syncFileSystem() throws {
+        let fd = open(root.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw Self.posixError("open \(root.path)") }
+        defer { close(fd) }
+        if let syncfs = Self.syncfsFunction {
+            guard syncfs(fd) == 0 else { throw Self.posixError("syncfs") }
+        } else {
+            sync()
+        }
+    }
+
+    /// Glibc declares `syncfs` only under _GNU_SOURCE, which the Swift Glibc module
+    /// does not see; look it up once at run time (it exists on every Linux libc).
+    private static let syncfsFunction: (@convention(c) (Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "syncfs") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32) -> Int32).self)
+    }()
 
     // MARK: reads
 
@@ -110,6 +198,9 @@ public struct DirectoryStore: ObjectStore {
     private func syncHead(_ key: String) throws -> ObjectInfo {
         try ObjectKey.validate(key)
         var st = stat()
+        if let tmp = pending.entries.withLock({ $0[key] }), stat(tmp, &st) == 0 {
+            return Self.info(key: key, st)
+        }
         guard stat(objectsPath + "/" + key, &st) == 0 else {
             if errno == ENOENT || errno == ENOTDIR { throw StoreError.notFound(key) }
             throw Self.posixError("stat \(key)")
@@ -258,6 +349,10 @@ public struct DirectoryStore: ObjectStore {
     // MARK: helpers
 
     private func openForReading(_ key: String) throws -> Int32 {
+        if let tmp = pending.entries.withLock({ $0[key] }) {
+            let fd = open(tmp, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { return fd }  // else flushed meanwhile: read the final name
+        }
         let fd = open(objectsPath + "/" + key, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT || errno == ENOTDIR || errno == EISDIR { throw StoreError.notFound(key) }
@@ -369,4 +464,9 @@ public struct DirectoryStore: ObjectStore {
     static func posixError(_ what: String) -> StoreError {
         .io("\(what): \(String(cString: strerror(errno)))")
     }
+}
+
+/// Final key → temp path of content awaiting ``DirectoryStore/flush()``.
+final class PendingContent: Sendable {
+    let entries = Mutex<[String: String]>([:])
 }

@@ -31,6 +31,18 @@ public protocol ObjectStore: Sendable {
     @discardableResult
     func put(_ key: String, data: Data, condition: WriteCondition) async throws -> String
 
+    /// Stores a content-addressed object: create-if-absent where "already exists" is
+    /// success (same name, same bytes). Unlike ``put(_:data:condition:)`` its
+    /// durability may be deferred until the next ``flush()``, so a writer uploading a
+    /// thousand chunks pays for one flush instead of a thousand (the directory
+    /// backend's fsyncs). The object is readable by this store instance at once.
+    /// ``VolumeHeads`` flushes before every commit, so no head ever names an object
+    /// that is not durable.
+    func putContent(_ key: String, data: Data) async throws
+
+    /// Makes every earlier ``putContent(_:data:)`` durable and visible to all.
+    func flush() async throws
+
     /// Deletes an object. Deleting an absent key succeeds (S3 semantics), so
     /// retried deletes and concurrent garbage collectors are harmless.
     func delete(_ key: String) async throws
@@ -42,6 +54,17 @@ public protocol ObjectStore: Sendable {
 }
 
 extension ObjectStore {
+    /// Backends whose writes are durable on return (S3) just create-if-absent.
+    public func putContent(_ key: String, data: Data) async throws {
+        do {
+            try await put(key, data: data, condition: .ifAbsent)
+        } catch StoreError.alreadyExists {
+            // Same name, same bytes.
+        }
+    }
+
+    public func flush() async throws {}
+
     /// Lists every key under `prefix`, following pages. For bounded prefixes only
     /// (records, tests); the garbage collector pages explicitly.
     public func listAll(prefix: String, pageSize: Int = 1000) async throws -> [ObjectInfo] {

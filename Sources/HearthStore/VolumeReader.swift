@@ -168,6 +168,7 @@ public struct VolumeHeads: Sendable {
     @discardableResult
     public func create(_ volumeID: String, root: ContentHash, logicalBytes: Int64) async throws -> String {
         let head = VolumeHead(root: root, generation: 1, logicalBytes: logicalBytes)
+        try await objects.flush()  // everything the root names is durable before it is named
         return try await objects.put(try Self.key(volumeID), data: try Records.encoder.encode(head), condition: .ifAbsent)
     }
 
@@ -177,6 +178,7 @@ public struct VolumeHeads: Sendable {
     public func commit(_ volumeID: String, root: ContentHash, logicalBytes: Int64,
                        expected: (head: VolumeHead, etag: String)) async throws -> (head: VolumeHead, etag: String) {
         let head = VolumeHead(root: root, generation: expected.head.generation + 1, logicalBytes: logicalBytes)
+        try await objects.flush()  // everything the root names is durable before it is named
         let etag = try await objects.put(try Self.key(volumeID), data: try Records.encoder.encode(head),
                                          condition: .ifMatch(expected.etag))
         return (head, etag)

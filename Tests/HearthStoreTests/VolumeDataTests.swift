@@ -61,6 +61,7 @@ struct VolumeDataTests {
         #expect(first == second)
         #expect(Set(first.chunks).count == 2)
         #expect(first.chunks[4] == .zero)
+        try await store.flush()
         let chunks = try await store.listAll(prefix: "chunks/")
         #expect(chunks.count == 1)
         let reader = VolumeReader(content: content, root: try await content.putTree(.empty))
@@ -100,6 +101,7 @@ struct VolumeDataTests {
         let data = testBytes(Self.chunk * 2, seed: 5)
         let manifest = try await FileWriter(content: content, chunkSize: Self.chunk).write(data)
         let victim = manifest.chunks[1]
+        try await store.flush()
         // Flip bytes in the stored chunk behind the store's back (same length).
         var bad = try await store.get(ObjectKind.chunk.key(victim))
         bad[100] ^= 0xFF
@@ -116,6 +118,7 @@ struct VolumeDataTests {
         }
         // A garbage tree object is reported as corrupt, not a crash.
         let treeHash = try await content.putTree(.empty)
+        try await store.flush()
         try await overwriteBehindTheStore(store, key: ObjectKind.tree.key(treeHash), data: Data("garbage".utf8))
         await #expect(throws: StoreError.self) { try await content.tree(treeHash) }
     }
