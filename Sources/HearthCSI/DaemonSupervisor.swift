@@ -15,15 +15,18 @@ public struct DaemonLaunch: Sendable {
     public var arguments: [String]
     /// Where each daemon's stdout and stderr go (`<dir>/<volume>.log`, appended).
     public var logDirectory: String
+    /// Where each daemon serves its control socket (`<dir>/<volume>.sock`); nil: none.
+    public var controlDirectory: String?
     /// How long a daemon may take to show its mount.
     public var mountTimeout: Duration = .seconds(30)
     /// How long a stopping daemon may take to commit and unmount before it is killed.
     public var stopTimeout: Duration = .seconds(60)
 
-    public init(executable: String, arguments: [String], logDirectory: String) {
+    public init(executable: String, arguments: [String], logDirectory: String, controlDirectory: String? = nil) {
         self.executable = executable
         self.arguments = arguments
         self.logDirectory = logDirectory
+        self.controlDirectory = controlDirectory
     }
 }
 
@@ -97,7 +100,12 @@ public final class DaemonSupervisor: Sendable {
         log.seekToEndOfFile()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: launch.executable)
-        process.arguments = ["mount"] + launch.arguments + extra + (readOnly ? ["--read-only"] : []) + [volumeID, mountpoint]
+        var control: [String] = []
+        if let socket = controlSocket(volumeID) {
+            try FileManager.default.createDirectory(atPath: launch.controlDirectory!, withIntermediateDirectories: true)
+            control = ["--control-socket", socket]
+        }
+        process.arguments = ["mount"] + launch.arguments + extra + control + (readOnly ? ["--read-only"] : []) + [volumeID, mountpoint]
         process.standardOutput = log
         process.standardError = log
         try process.run()
@@ -179,6 +187,11 @@ public final class DaemonSupervisor: Sendable {
     public func signal(_ volumeID: String, _ number: Int32) -> Bool {
         guard let pid = daemons.withLock({ $0[volumeID]?.process.processIdentifier }) else { return false }
         return kill(pid, number) == 0
+    }
+
+    /// The daemon's control socket, when daemons get one.
+    public func controlSocket(_ volumeID: String) -> String? {
+        launch.controlDirectory.map { "\($0)/\(volumeID).sock" }
     }
 
     public func logPath(_ volumeID: String) -> String { "\(launch.logDirectory)/\(volumeID).log" }

@@ -19,6 +19,8 @@ public struct NodeService: Sendable {
         /// Reported to Kubernetes (and enforced by ControllerPublish).
         public var maxVolumes: Int = 64
         public var paths: PathPolicy
+        /// Where controllers reach this node's commit endpoint (`host:port`), if it serves one.
+        public var address: String?
         public init(nodeID: String, paths: PathPolicy) {
             self.nodeID = nodeID
             self.paths = paths
@@ -41,7 +43,8 @@ public struct NodeService: Sendable {
     public func register() async throws {
         let storeID = try await StoreIdentity.id(of: catalog.objects)
         try await NodeRegistry(catalog.objects).register(NodeRecord(
-            id: settings.nodeID, maxVolumes: settings.maxVolumes, topology: [StoreIdentity.topologyKey: storeID]))
+            id: settings.nodeID, maxVolumes: settings.maxVolumes, topology: [StoreIdentity.topologyKey: storeID],
+            address: settings.address))
     }
 
     static let service = "/csi.v1.Node/"

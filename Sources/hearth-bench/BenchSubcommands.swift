@@ -5,6 +5,7 @@ enum BenchSubcommands {
         RPCBench.self,
         FSBench.self,
         SchedulerBench.self,
+        StoreBench.self,
         RPCBenchServer.self,
     ]
 }

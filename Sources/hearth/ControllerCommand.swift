@@ -12,11 +12,17 @@ struct ControllerCommand: AsyncParsableCommand {
     @OptionGroup var serving: GRPCServingOptions
     @OptionGroup var store: StoreOptions
 
+    @Option(help: "Seconds a snapshot waits for the writing node to commit before pinning the latest commit.")
+    var commitTimeout: Int = 10
+
     func run() async throws {
         let logger = serving.logger("hearth.controller")
         let objects = try store.open()
         var routes = IdentityService(roles: [.controller, .groupController]).routes
-        let controller = ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) })
+        let controller = ControllerService(
+            store: objects, logger: logger,
+            commitRequester: NodeCommitClient(store: objects, token: nodeToken, timeout: .seconds(commitTimeout)),
+            availableBytes: { freeBytes(of: objects) })
         routes.merge(controller.routes)
         routes.merge(GroupControllerService(controller: controller).routes)
         try await serving.serve(routes, logger: logger)

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import HearthCSI
 import HearthCache
+import HearthRPC
+import Logging
 import HearthFS
 import HearthFUSE
 import HearthStore
@@ -41,6 +44,9 @@ struct MountCommand: AsyncParsableCommand {
 
     @Flag(help: "Serve extended attributes (costs a daemon round trip on writes; see docs/fuse.md).")
     var xattrs = false
+
+    @Option(help: "Serve the control socket here (commit on request, before snapshots).")
+    var controlSocket: String?
 
     @Option(help: "Upper bound of FUSE worker threads.")
     var maxWorkers: Int = 16
@@ -104,6 +110,13 @@ struct MountCommand: AsyncParsableCommand {
         reload.resume()
         sources.append(reload)
         fs.start()
+        let control = try controlSocket.map { socket in
+            var quiet = Logger(label: "hearth.mount.control")
+            quiet.logLevel = .warning
+            // fs.commit() blocks until the commit is durable: run it on its own thread.
+            let routes = DaemonControl.routes { try await Self.onThread { try fs.commit() } }
+            return try RPCServer(endpoints: [.unix(path: socket)], handlers: routes.handlers, logger: quiet)
+        }
         // Unbuffered, so a supervisor reading the pipe sees it at once.
         FileHandle.standardOutput.write(Data("hearth: serving volume \(record.id) (\(record.name)) at \(path)\n".utf8))
         // The session blocks in read(2) on its own threads, never on the cooperative pool.
@@ -116,9 +129,19 @@ struct MountCommand: AsyncParsableCommand {
             thread.start()
         }
         sources.forEach { $0.cancel() }
+        await control?.shutdown(grace: .seconds(2))
         if FuseMount.isMounted(path) { mount.unmount() }
         mount.close()
         try fs.shutdown()
+    }
+
+    /// Runs blocking work on a thread of its own, off the cooperative pool.
+    static func onThread(_ body: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+            Thread {
+                do { try body(); done.resume() } catch { done.resume(throwing: error) }
+            }.start()
+        }
     }
 
     static func log(_ message: String) {

@@ -22,6 +22,12 @@ struct NodeOptions: ParsableArguments {
     @Option(parsing: .singleValue, help: "A directory under which staging and target paths may lie (repeatable). Default: /var/lib/kubelet.")
     var allowedPath: [String] = []
 
+    @Option(help: "Serve the commit endpoint for controllers on this host:port (snapshots commit first).")
+    var controlListen: String?
+
+    @Option(help: "The host:port controllers dial for this node (default: $POD_IP or the listen host, with the listen port).")
+    var controlAddress: String?
+
     var resolvedNodeID: String {
         nodeID ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
     }
@@ -31,16 +37,38 @@ struct NodeOptions: ParsableArguments {
         return DaemonLaunch(
             executable: executable,
             arguments: store.forwardedArguments + ["--cache-dir", dataDir + "/cache", "--cache-size", cacheSize, "--allow-other"],
-            logDirectory: dataDir + "/logs")
+            logDirectory: dataDir + "/logs", controlDirectory: dataDir + "/run")
     }
 
     func nodeService(store options: StoreOptions, objects: any ObjectStore, logger: Logger) -> NodeService {
         var settings = NodeService.Settings(
             nodeID: resolvedNodeID, paths: PathPolicy(roots: allowedPath.isEmpty ? ["/var/lib/kubelet"] : allowedPath))
         settings.maxVolumes = maxVolumes
+        settings.address = advertisedAddress
         let daemons = DaemonSupervisor(launch: launch(store: options), logger: logger)
         return NodeService(settings: settings, store: objects, daemons: daemons, logger: logger)
     }
+}
+
+extension NodeOptions {
+    var advertisedAddress: String? {
+        if let controlAddress { return controlAddress }
+        guard let controlListen, let colon = controlListen.lastIndex(of: ":") else { return nil }
+        let host = ProcessInfo.processInfo.environment["POD_IP"] ?? String(controlListen[..<colon])
+        return "\(host)\(controlListen[colon...])"
+    }
+
+    /// Serves the node's commit endpoint when `--control-listen` is set.
+    func serveCommitEndpoint(_ node: NodeService, logger: Logger) throws -> RPCServer? {
+        guard let controlListen else { return nil }
+        let endpoint = try RPCEndpoint(parsing: controlListen)
+        return try RPCServer(endpoints: [endpoint], handlers: NodeCommitService(node: node, token: nodeToken).routes.handlers, logger: logger)
+    }
+}
+
+/// The shared secret between controller and node plugins (HEARTH_NODE_TOKEN).
+var nodeToken: String? {
+    ProcessInfo.processInfo.environment["HEARTH_NODE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
 }
 
 extension StoreOptions {
@@ -72,9 +100,11 @@ struct NodeCommand: AsyncParsableCommand {
         let objects = try store.open()
         let service = node.nodeService(store: store, objects: objects, logger: logger)
         try await service.register()
+        let commitEndpoint = try node.serveCommitEndpoint(service, logger: logger)
         var routes = IdentityService(roles: [.node]).routes
         routes.merge(service.routes)
         try await serving.serve(routes, logger: logger)
+        await commitEndpoint?.shutdown(grace: .seconds(5))
     }
 }
 
@@ -94,7 +124,9 @@ struct ServeCommand: AsyncParsableCommand {
         let nodeService = node.nodeService(store: store, objects: objects, logger: logger)
         try await nodeService.register()
         var routes = IdentityService(roles: [.controller, .groupController, .node]).routes
-        let controller = ControllerService(store: objects, logger: logger, availableBytes: { freeBytes(of: objects) })
+        let controller = ControllerService(
+            store: objects, logger: logger, commitRequester: LocalCommits(node: nodeService),
+            availableBytes: { freeBytes(of: objects) })
         routes.merge(controller.routes)
         routes.merge(GroupControllerService(controller: controller).routes)
         routes.merge(nodeService.routes)

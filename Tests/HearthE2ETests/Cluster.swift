@@ -21,7 +21,8 @@ final class LocalCluster {
     let nodeID = "e2e-node"
 
     /// `storeArguments`: how both roles open the store (`--store ...`).
-    init(storeArguments: [String], environment: [String: String] = [:]) async throws {
+    /// `commitPort`: the node serves its commit endpoint there (snapshots commit first).
+    init(storeArguments: [String], environment: [String: String] = [:], commitPort: Int? = nil) async throws {
         directory = FileManager.default.temporaryDirectory.path + "/hearth-e2e-\(UUID().uuidString.prefix(8))"
         kubelet = directory + "/kubelet"
         try FileManager.default.createDirectory(atPath: kubelet, withIntermediateDirectories: true)
@@ -32,7 +33,8 @@ final class LocalCluster {
             log: directory + "/controller.log", environment: environment))
         processes.append(try Self.start(
             ["node", "--endpoint", "unix://\(nodeSocket)", "--node-id", nodeID, "--data-dir", directory + "/data",
-             "--allowed-path", kubelet, "--cache-size", "256MiB", "--max-volumes", "8", "--log-level", "warning"] + storeArguments,
+             "--allowed-path", kubelet, "--cache-size", "256MiB", "--max-volumes", "8", "--log-level", "warning"]
+                + (commitPort.map { ["--control-listen", "127.0.0.1:\($0)"] } ?? []) + storeArguments,
             log: directory + "/node.log", environment: environment))
         controller = RPCChannel(endpoint: .unix(path: controllerSocket))
         node = RPCChannel(endpoint: .unix(path: nodeSocket))

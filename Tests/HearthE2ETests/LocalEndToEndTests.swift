@@ -48,14 +48,14 @@ final class LocalEndToEndTests: XCTestCase {
         let volume = try await c.controllerCall("CreateVolume", create, as: Csi_V1_CreateVolumeResponse.self).volume
 
         // external-attacher, then kubelet: stage once, publish to two pods.
-        let context = try await publish(c, volume.volumeID, capability)
+        let context = try await c.publish(volume.volumeID, capability)
         let staging = c.kubelet + "/plugins/kubernetes.io/csi/hearth.csi.dev/\(volume.volumeID)/globalmount"
-        try await stage(c, volume.volumeID, staging, capability, context)
+        try await c.stage(volume.volumeID, staging, capability, context)
         let podA = c.kubelet + "/pods/a/volumes/kubernetes.io~csi/pvc-e2e/mount"
         let podB = c.kubelet + "/pods/b/volumes/kubernetes.io~csi/pvc-e2e/mount"
-        try await nodePublish(c, volume.volumeID, staging, podA, capability, readOnly: false)
-        try await nodePublish(c, volume.volumeID, staging, podB, capability, readOnly: true)
-        try await nodePublish(c, volume.volumeID, staging, podA, capability, readOnly: false)  // kubelet retries
+        try await c.nodePublish(volume.volumeID, staging, podA, capability, readOnly: false)
+        try await c.nodePublish(volume.volumeID, staging, podB, capability, readOnly: true)
+        try await c.nodePublish(volume.volumeID, staging, podA, capability, readOnly: false)  // kubelet retries
 
         // Write through one pod's mount, read through the other's.
         let payload = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) })
@@ -87,11 +87,11 @@ final class LocalEndToEndTests: XCTestCase {
         restoreRequest.parameters = [:]
         restoreRequest.volumeContentSource.snapshot.snapshotID = snapshot.snapshotID
         let restored = try await c.controllerCall("CreateVolume", restoreRequest, as: Csi_V1_CreateVolumeResponse.self).volume
-        let restoredContext = try await publish(c, restored.volumeID, capability)
+        let restoredContext = try await c.publish(restored.volumeID, capability)
         let restoredStaging = c.kubelet + "/plugins/kubernetes.io/csi/hearth.csi.dev/\(restored.volumeID)/globalmount"
-        try await stage(c, restored.volumeID, restoredStaging, capability, restoredContext)
+        try await c.stage(restored.volumeID, restoredStaging, capability, restoredContext)
         let podC = c.kubelet + "/pods/c/volumes/kubernetes.io~csi/restore/mount"
-        try await nodePublish(c, restored.volumeID, restoredStaging, podC, capability, readOnly: false)
+        try await c.nodePublish(restored.volumeID, restoredStaging, podC, capability, readOnly: false)
         XCTAssertEqual(FileManager.default.contents(atPath: podC + "/dir/blob"), payload)
         // Copy-on-write: the restore diverges without touching the source.
         try writeDurably(Data("restored".utf8), to: podC + "/small.txt")
@@ -143,25 +143,27 @@ final class LocalEndToEndTests: XCTestCase {
         let listed = try await c.controllerCall("ListVolumes", Csi_V1_ListVolumesRequest(), as: Csi_V1_ListVolumesResponse.self)
         XCTAssertTrue(listed.entries.isEmpty)
     }
+}
 
-    func publish(_ c: LocalCluster, _ id: String, _ capability: Csi_V1_VolumeCapability) async throws -> [String: String] {
+extension LocalCluster {
+    func publish(_ id: String, _ capability: Csi_V1_VolumeCapability) async throws -> [String: String] {
         var request = Csi_V1_ControllerPublishVolumeRequest()
         request.volumeID = id
-        request.nodeID = c.nodeID
+        request.nodeID = nodeID
         request.volumeCapability = capability
-        return try await c.controllerCall("ControllerPublishVolume", request, as: Csi_V1_ControllerPublishVolumeResponse.self).publishContext
+        return try await controllerCall("ControllerPublishVolume", request, as: Csi_V1_ControllerPublishVolumeResponse.self).publishContext
     }
 
-    func stage(_ c: LocalCluster, _ id: String, _ staging: String, _ capability: Csi_V1_VolumeCapability, _ context: [String: String]) async throws {
+    func stage(_ id: String, _ staging: String, _ capability: Csi_V1_VolumeCapability, _ context: [String: String]) async throws {
         var request = Csi_V1_NodeStageVolumeRequest()
         request.volumeID = id
         request.stagingTargetPath = staging
         request.volumeCapability = capability
         request.publishContext = context
-        _ = try await c.nodeCall("NodeStageVolume", request, as: Csi_V1_NodeStageVolumeResponse.self)
+        _ = try await nodeCall("NodeStageVolume", request, as: Csi_V1_NodeStageVolumeResponse.self)
     }
 
-    func nodePublish(_ c: LocalCluster, _ id: String, _ staging: String, _ target: String,
+    func nodePublish(_ id: String, _ staging: String, _ target: String,
                      _ capability: Csi_V1_VolumeCapability, readOnly: Bool) async throws {
         var request = Csi_V1_NodePublishVolumeRequest()
         request.volumeID = id
@@ -169,7 +171,7 @@ final class LocalEndToEndTests: XCTestCase {
         request.targetPath = target
         request.volumeCapability = capability
         request.readonly = readOnly
-        _ = try await c.nodeCall("NodePublishVolume", request, as: Csi_V1_NodePublishVolumeResponse.self)
+        _ = try await nodeCall("NodePublishVolume", request, as: Csi_V1_NodePublishVolumeResponse.self)
     }
 }
 

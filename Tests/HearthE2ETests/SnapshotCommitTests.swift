@@ -1,0 +1,78 @@
+import CSIProto
+import Foundation
+import HearthRPC
+import XCTest
+
+/// Issue 7's "commit before pin": a writer keeps a file open and keeps
+/// writing (nothing closes, nothing fsyncs, the periodic commit is an hour
+/// away), and a snapshot still holds everything written before the call,
+/// because the controller asks the node to commit first.
+final class SnapshotCommitTests: XCTestCase {
+    func testSnapshotHoldsWhatWasWrittenBeforeTheCall() async throws {
+        let store = FileManager.default.temporaryDirectory.path + "/hearth-e2e-store-\(UUID().uuidString.prefix(8))"
+        let c = try await LocalCluster(storeArguments: ["--store", "file://\(store)"], commitPort: try freeTCPPort())
+        do {
+            try await scenario(c)
+        } catch {
+            XCTFail("\(error)\n\(c.logs())")
+        }
+        await c.stop()
+    }
+
+    func scenario(_ c: LocalCluster) async throws {
+        var capability = Csi_V1_VolumeCapability()
+        capability.mount = Csi_V1_VolumeCapability.MountVolume()
+        capability.accessMode.mode = .singleNodeWriter
+        var create = Csi_V1_CreateVolumeRequest()
+        create.name = "pvc-commit"
+        create.capacityRange.requiredBytes = 64 << 20
+        create.volumeCapabilities = [capability]
+        create.parameters = ["commitInterval": "1h"]
+        let volume = try await c.controllerCall("CreateVolume", create, as: Csi_V1_CreateVolumeResponse.self).volume
+        let context = try await c.publish(volume.volumeID, capability)
+        let staging = c.kubelet + "/staging/\(volume.volumeID)"
+        try await c.stage(volume.volumeID, staging, capability, context)
+        let target = c.kubelet + "/pods/writer/mount"
+        try await c.nodePublish(volume.volumeID, staging, target, capability, readOnly: false)
+
+        // The writer: an open file receiving a record every few milliseconds.
+        let fd = open(target + "/journal", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        guard fd >= 0 else { throw E2EError("open journal: \(String(cString: strerror(errno)))") }
+        let writer = Task.detached { () -> Int in
+            var n = 0
+            while !Task.isCancelled {
+                let line = Array(String(format: "record %08d\n", n).utf8)
+                guard write(fd, line, line.count) == line.count else { break }
+                n += 1
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+            return n
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        // Everything written up to here must be in the snapshot.
+        let before = try XCTUnwrap(FileManager.default.contents(atPath: target + "/journal"))
+        XCTAssertGreaterThan(before.count, 0)
+        var snap = Csi_V1_CreateSnapshotRequest()
+        snap.name = "snap-commit"
+        snap.sourceVolumeID = volume.volumeID
+        let snapshot = try await c.controllerCall("CreateSnapshot", snap, as: Csi_V1_CreateSnapshotResponse.self).snapshot
+        writer.cancel()
+        let written = await writer.value
+        close(fd)
+        XCTAssertGreaterThan(written, 10, "the writer kept writing through the snapshot")
+
+        var restore = create
+        restore.name = "pvc-commit-restore"
+        restore.parameters = [:]
+        restore.volumeContentSource.snapshot.snapshotID = snapshot.snapshotID
+        let restored = try await c.controllerCall("CreateVolume", restore, as: Csi_V1_CreateVolumeResponse.self).volume
+        let restoredContext = try await c.publish(restored.volumeID, capability)
+        let restoredStaging = c.kubelet + "/staging/\(restored.volumeID)"
+        try await c.stage(restored.volumeID, restoredStaging, capability, restoredContext)
+        let reader = c.kubelet + "/pods/reader/mount"
+        try await c.nodePublish(restored.volumeID, restoredStaging, reader, capability, readOnly: true)
+        let pinned = try XCTUnwrap(FileManager.default.contents(atPath: reader + "/journal"))
+        XCTAssertGreaterThanOrEqual(pinned.count, before.count, "the snapshot lost data written before the call")
+        XCTAssertEqual(pinned.prefix(before.count), before, "the snapshot's journal starts with what was written before")
+    }
+}
