@@ -7,7 +7,7 @@ struct SnapshotCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapshot",
         abstract: "List, create and delete snapshots.",
-        subcommands: [List.self, Create.self, Delete.self])
+        subcommands: [List.self, Create.self, Delete.self, Restore.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List snapshots.")
@@ -35,6 +35,37 @@ struct SnapshotCommand: AsyncParsableCommand {
                 records.map {
                     [$0.id, $0.name, $0.sourceVolumeID, Console.bytes($0.logicalBytes), $0.groupID ?? "-", Console.date($0.createdAt)]
                 })
+        }
+    }
+
+    /// A new volume starting at a snapshot's root: O(1), chunks shared, copy-on-write.
+    struct Restore: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a new volume from a snapshot (O(1), copy-on-write).")
+
+        @OptionGroup var options: StoreOptions
+
+        @Argument(help: "Snapshot id.")
+        var snapshot: String
+
+        @Argument(help: "Name of the new volume.")
+        var name: String
+
+        @Option(help: "Capacity of the new volume, e.g. 10GiB (default: the snapshot's size, at least 1GiB).")
+        var capacity: String?
+
+        func run() async throws {
+            let catalog = Catalog(try options.open())
+            let source = try await catalog.snapshot(snapshot)
+            let bytes = try capacity.map(Console.parseBytes) ?? max(source.logicalBytes, 1 << 30)
+            guard bytes >= source.logicalBytes else {
+                throw ValidationError("--capacity must hold the snapshot's \(Console.bytes(source.logicalBytes))")
+            }
+            let record = try await catalog.createVolume(name: name, capacityBytes: bytes, source: .snapshot(source.id))
+            if options.json {
+                try Console.printJSON(record)
+            } else {
+                print("volume \(record.id) (\(name)) from snapshot \(source.id), \(Console.bytes(bytes))")
+            }
         }
     }
 
