@@ -17,18 +17,15 @@ final class Inode {
     let ino: UInt64
     var kind: EntryKind
     /// Directories containing a link to this node (one per link; a directory has one).
-    var parents: [UInt64]
+    var parents: ParentList
     var mode: UInt32
     var uid: UInt32
     var gid: UInt32
-    var rdev: UInt64
+    var nlink: UInt32
     var size: Int64
     var atimeNs: Int64
     var mtimeNs: Int64
     var ctimeNs: Int64
-    var nlink: UInt32
-    var symlinkTarget: String?
-    var xattrs: [String: [UInt8]]
     /// Last committed content: manifest (files) or tree (directories) hash. Nil for
     /// a node created since the last commit.
     var child: ContentHash?
@@ -36,21 +33,71 @@ final class Inode {
     var committedSize: Int64
     /// Kernel references (lookup, create…, minus forget).
     var lookups: UInt64 = 0
-    /// Open handles.
-    var opens = 0
-    /// Commits in flight that took this file's dirty state: its working copy holds
-    /// bytes the store does not have yet and must not be retired meanwhile.
-    var committing = 0
     /// Directories: name → ino once loaded from the tree; nil means "not in memory".
     var children: [String: UInt64]?
     /// Directories: must be re-serialised at the next commit.
     var treeDirty = false
+    /// What most nodes never need (open state, data files, symlink target, xattrs),
+    /// out of line: a volume of a million clean files keeps a million `Inode`s while
+    /// the kernel references them, so every word here counts (see docs/fuse.md).
+    private var extra: Extra?
+
+    private final class Extra {
+        var rdev: UInt64 = 0
+        var symlinkTarget: String?
+        var xattrs: [String: [UInt8]] = [:]
+        var opens = 0
+        var committing = 0
+        var manifest: Manifest?
+        var clean: CacheFile?
+        var work: CacheFile?
+    }
+
+    private var ensureExtra: Extra {
+        if let extra { return extra }
+        let made = Extra()
+        extra = made
+        return made
+    }
+
+    var rdev: UInt64 {
+        get { extra?.rdev ?? 0 }
+        set { if extra != nil || newValue != 0 { ensureExtra.rdev = newValue } }
+    }
+    var symlinkTarget: String? {
+        get { extra?.symlinkTarget }
+        set { if extra != nil || newValue != nil { ensureExtra.symlinkTarget = newValue } }
+    }
+    var xattrs: [String: [UInt8]] {
+        get { extra?.xattrs ?? [:] }
+        set { if extra != nil || !newValue.isEmpty { ensureExtra.xattrs = newValue } }
+    }
+    /// Open handles.
+    var opens: Int {
+        get { extra?.opens ?? 0 }
+        set { if extra != nil || newValue != 0 { ensureExtra.opens = newValue } }
+    }
+    /// Commits in flight that took this file's dirty state: its working copy holds
+    /// bytes the store does not have yet and must not be retired meanwhile.
+    var committing: Int {
+        get { extra?.committing ?? 0 }
+        set { if extra != nil || newValue != 0 { ensureExtra.committing = newValue } }
+    }
     /// Files: the committed manifest, loaded on open.
-    var manifest: Manifest?
+    var manifest: Manifest? {
+        get { extra?.manifest }
+        set { if extra != nil || newValue != nil { ensureExtra.manifest = newValue } }
+    }
     /// Files: the clean cache file of `child` while open.
-    var clean: CacheFile?
+    var clean: CacheFile? {
+        get { extra?.clean }
+        set { if extra != nil || newValue != nil { ensureExtra.clean = newValue } }
+    }
     /// Files: the working copy once written; holds dirty data until committed.
-    var work: CacheFile?
+    var work: CacheFile? {
+        get { extra?.work }
+        set { if extra != nil || newValue != nil { ensureExtra.work = newValue } }
+    }
 
     init(ino: UInt64, entry: TreeEntry, parent: UInt64) {
         self.ino = ino
@@ -59,16 +106,16 @@ final class Inode {
         mode = entry.mode & 0o7777
         uid = entry.uid
         gid = entry.gid
-        rdev = entry.rdev
         size = entry.size
         atimeNs = entry.atimeNs
         mtimeNs = entry.mtimeNs
         ctimeNs = entry.ctimeNs
         nlink = max(1, entry.nlink)
-        symlinkTarget = entry.symlinkTarget
-        xattrs = entry.xattrs.mapValues { Array($0) }
         child = entry.child
         committedSize = entry.size
+        rdev = entry.rdev
+        symlinkTarget = entry.symlinkTarget
+        if !entry.xattrs.isEmpty { xattrs = entry.xattrs.mapValues { Array($0) } }
     }
 
     var fileType: UInt32 {
@@ -117,7 +164,7 @@ final class Inode {
 
     /// A serialisable image of this node for a successor daemon (issue 8 takeover).
     var record: InodeRecord {
-        InodeRecord(ino: ino, parents: parents, entry: treeEntry(name: "x"), size: size, lookups: lookups,
+        InodeRecord(ino: ino, parents: Array(parents), entry: treeEntry(name: "x"), size: size, lookups: lookups,
                     loadedChildren: children, treeDirty: treeDirty, workingCopy: work?.path)
     }
 }
@@ -160,5 +207,39 @@ public struct InodeRecord: Sendable, Codable {
         self.loadedChildren = loadedChildren
         self.treeDirty = treeDirty
         self.workingCopy = workingCopy
+    }
+}
+
+/// The directories linking to a node: one inline (every node but hard links), more
+/// in an array that stays unallocated while empty. A plain `[UInt64]` cost a heap
+/// allocation per node.
+struct ParentList: RandomAccessCollection, MutableCollection, RangeReplaceableCollection, ExpressibleByArrayLiteral {
+    private var head: UInt64 = 0
+    private var hasHead = false
+    private var tail: [UInt64] = []
+
+    init() {}
+
+    init(arrayLiteral elements: UInt64...) {
+        self.init()
+        append(contentsOf: elements)
+    }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { (hasHead ? 1 : 0) + tail.count }
+
+    subscript(position: Int) -> UInt64 {
+        get { position == 0 && hasHead ? head : tail[position - 1] }
+        set {
+            if position == 0 && hasHead { head = newValue } else { tail[position - 1] = newValue }
+        }
+    }
+
+    mutating func replaceSubrange<C: Collection>(_ subrange: Range<Int>, with newElements: C) where C.Element == UInt64 {
+        var all = Array(self)
+        all.replaceSubrange(subrange, with: newElements)
+        hasHead = !all.isEmpty
+        head = all.first ?? 0
+        tail = all.count > 1 ? Array(all.dropFirst()) : []
     }
 }
