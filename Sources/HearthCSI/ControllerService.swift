@@ -42,26 +42,21 @@ public struct ControllerService: Sendable {
 
     public var routes: RPCRoutes {
         var r = RPCRoutes()
-        func add<Req: SwiftProtobuf.Message, Resp: SwiftProtobuf.Message>(
-            _ name: String, _ body: @escaping @Sendable (Req) async throws -> Resp
-        ) {
-            r.unary(Self.service + name) { (request: Req, _) in try await CSIErrors.mapped { try await body(request) } }
-        }
-        add("CreateVolume", createVolume)
-        add("DeleteVolume", deleteVolume)
-        add("ControllerPublishVolume", publish)
-        add("ControllerUnpublishVolume", unpublish)
-        add("ValidateVolumeCapabilities", validateCapabilities)
-        add("ListVolumes", listVolumes)
-        add("ControllerGetVolume", getVolume)
-        add("GetCapacity", getCapacity)
-        add("ControllerExpandVolume", expandVolume)
-        add("ControllerModifyVolume", modifyVolume)
-        add("ControllerGetCapabilities", capabilities)
-        add("CreateSnapshot", createSnapshot)
-        add("DeleteSnapshot", deleteSnapshot)
-        add("ListSnapshots", listSnapshots)
-        add("GetSnapshot", getSnapshot)
+        r.csi(Self.service, "CreateVolume", createVolume)
+        r.csi(Self.service, "DeleteVolume", deleteVolume)
+        r.csi(Self.service, "ControllerPublishVolume", publish)
+        r.csi(Self.service, "ControllerUnpublishVolume", unpublish)
+        r.csi(Self.service, "ValidateVolumeCapabilities", validateCapabilities)
+        r.csi(Self.service, "ListVolumes", listVolumes)
+        r.csi(Self.service, "ControllerGetVolume", getVolume)
+        r.csi(Self.service, "GetCapacity", getCapacity)
+        r.csi(Self.service, "ControllerExpandVolume", expandVolume)
+        r.csi(Self.service, "ControllerModifyVolume", modifyVolume)
+        r.csi(Self.service, "ControllerGetCapabilities", capabilities)
+        r.csi(Self.service, "CreateSnapshot", createSnapshot)
+        r.csi(Self.service, "DeleteSnapshot", deleteSnapshot)
+        r.csi(Self.service, "ListSnapshots", listSnapshots)
+        r.csi(Self.service, "GetSnapshot", getSnapshot)
         return r
     }
 

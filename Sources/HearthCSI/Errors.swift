@@ -1,5 +1,6 @@
 import HearthRPC
 import HearthStore
+import SwiftProtobuf
 
 /// The one mapping from what went wrong to the gRPC code the CSI spec
 /// prescribes. Services throw `RPCError` where they know the code; store
@@ -57,5 +58,15 @@ enum Require {
     /// True when `value` could be one of our ids (lookups of anything else are NOT_FOUND).
     static func looksLikeID(_ value: String) -> Bool {
         (try? Identifiers.validate(value)) != nil
+    }
+}
+
+extension RPCRoutes {
+    /// Registers a CSI method: typed protobuf in and out, every error mapped
+    /// to the status code the CSI spec prescribes.
+    mutating func csi<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ service: String, _ name: String, _ body: @escaping @Sendable (Request) async throws -> Response
+    ) {
+        unary(service + name) { (request: Request, _) in try await CSIErrors.mapped { try await body(request) } }
     }
 }

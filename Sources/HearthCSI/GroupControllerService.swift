@@ -18,15 +18,10 @@ public struct GroupControllerService: Sendable {
 
     public var routes: RPCRoutes {
         var r = RPCRoutes()
-        func add<Req: SwiftProtobuf.Message, Resp: SwiftProtobuf.Message>(
-            _ name: String, _ body: @escaping @Sendable (Req) async throws -> Resp
-        ) {
-            r.unary(Self.service + name) { (request: Req, _) in try await CSIErrors.mapped { try await body(request) } }
-        }
-        add("GroupControllerGetCapabilities", capabilities)
-        add("CreateVolumeGroupSnapshot", create)
-        add("GetVolumeGroupSnapshot", get)
-        add("DeleteVolumeGroupSnapshot", delete)
+        r.csi(Self.service, "GroupControllerGetCapabilities", capabilities)
+        r.csi(Self.service, "CreateVolumeGroupSnapshot", create)
+        r.csi(Self.service, "GetVolumeGroupSnapshot", get)
+        r.csi(Self.service, "DeleteVolumeGroupSnapshot", delete)
         return r
     }
 

@@ -51,19 +51,14 @@ public struct NodeService: Sendable {
 
     public var routes: RPCRoutes {
         var r = RPCRoutes()
-        func add<Req: SwiftProtobuf.Message, Resp: SwiftProtobuf.Message>(
-            _ name: String, _ body: @escaping @Sendable (Req) async throws -> Resp
-        ) {
-            r.unary(Self.service + name) { (request: Req, _) in try await CSIErrors.mapped { try await body(request) } }
-        }
-        add("NodeStageVolume", stage)
-        add("NodeUnstageVolume", unstage)
-        add("NodePublishVolume", publish)
-        add("NodeUnpublishVolume", unpublish)
-        add("NodeGetInfo", info)
-        add("NodeGetCapabilities", capabilities)
-        add("NodeGetVolumeStats", stats)
-        add("NodeExpandVolume", expand)
+        r.csi(Self.service, "NodeStageVolume", stage)
+        r.csi(Self.service, "NodeUnstageVolume", unstage)
+        r.csi(Self.service, "NodePublishVolume", publish)
+        r.csi(Self.service, "NodeUnpublishVolume", unpublish)
+        r.csi(Self.service, "NodeGetInfo", info)
+        r.csi(Self.service, "NodeGetCapabilities", capabilities)
+        r.csi(Self.service, "NodeGetVolumeStats", stats)
+        r.csi(Self.service, "NodeExpandVolume", expand)
         return r
     }
 
