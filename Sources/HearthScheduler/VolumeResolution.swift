@@ -23,30 +23,6 @@ public protocol VolumeResolver: Sendable {
     func volume(for claim: PVCReference) async throws -> ResolvedVolume?
 }
 
-/// Where the single-writer lease of a volume is held. The extender keeps writers on
-/// the holder's node; the CSI controller's publish records will be the authoritative
-/// source, this protocol is the seam where they plug in.
-public protocol LeaseSource: Sendable {
-    /// The node holding `volumeID`'s writer lease; nil when no node holds it (any
-    /// node may then take it) or when it is not known.
-    func writerLeaseHolder(volumeID: String) async throws -> String?
-}
-
-/// The lease as the nodes report it: a node that has the volume staged read-write
-/// says `writer: true` in its inventory. Volume records do not yet carry a published
-/// node, so this is the source today; it shares the inventory's TTL, so a dead
-/// holder stops pinning writers after one TTL. When two live reports claim the lease
-/// (a handover in progress) the most recent wins.
-public struct InventoryLeaseSource: LeaseSource {
-    public let inventory: InventoryStore
-
-    public init(inventory: InventoryStore) { self.inventory = inventory }
-
-    public func writerLeaseHolder(volumeID: String) async throws -> String? {
-        inventory.entries(for: volumeID).values.filter(\.writer).max { $0.reportedAt < $1.reportedAt }?.node
-    }
-}
-
 /// Resolves claims through the PVC index CreateVolume writes into the store
 /// (`Catalog.volume(pvc:)`), falling back to the Kubernetes API (PVC → PV → CSI
 /// volume handle) for statically provisioned volumes, which have no index entry.

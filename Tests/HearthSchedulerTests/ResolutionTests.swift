@@ -131,3 +131,55 @@ final class ResolutionTests: XCTestCase {
         await harness.stop()
     }
 }
+
+/// Where writers may go: the controller's publication record first, the nodes'
+/// reports when the store cannot be read.
+final class LeaseSourceTests: XCTestCase {
+    struct Unreachable: LeaseSource {
+        struct Down: Error {}
+        func writerLeaseHolder(volumeID: String) async throws -> String? { throw Down() }
+    }
+
+    func testPublicationRecordsAreTheLeaseAndInventoryTheFallback() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-lease-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let publications = Publications(try DirectoryStore(root: root))
+        let source = PublicationLeaseSource(publications: publications, cacheFor: .zero)
+        let none = try await source.writerLeaseHolder(volumeID: "vol-a")
+        XCTAssertNil(none)
+        _ = try await publications.publish(PublishRequest(volumeID: "vol-a", nodeID: "node-1", writer: true,
+                                                          singleNode: false, maxVolumesOnNode: 0))
+        _ = try await publications.publish(PublishRequest(volumeID: "vol-a", nodeID: "node-2", writer: false,
+                                                          singleNode: false, maxVolumesOnNode: 0))
+        let holder = try await source.writerLeaseHolder(volumeID: "vol-a")
+        XCTAssertEqual(holder, "node-1")
+
+        let inventory = InventoryStore()
+        inventory.record(InventoryReport(node: "node-9", volumes: [CachedVolume(volumeID: "vol-a", cachedBytes: 0, writer: true)]))
+        // The store answers: its word is final, even "no holder" against a node's report.
+        let combined = FallbackLeaseSource(primary: source, fallback: InventoryLeaseSource(inventory: inventory))
+        let fromStore = try await combined.writerLeaseHolder(volumeID: "vol-a")
+        XCTAssertEqual(fromStore, "node-1")
+        try await publications.unpublish(volumeID: "vol-a", nodeID: "node-1")
+        let released = try await combined.writerLeaseHolder(volumeID: "vol-a")
+        XCTAssertNil(released)
+        // The store is down: the reports stand in.
+        let degraded = FallbackLeaseSource(primary: Unreachable(), fallback: InventoryLeaseSource(inventory: inventory))
+        let fromReports = try await degraded.writerLeaseHolder(volumeID: "vol-a")
+        XCTAssertEqual(fromReports, "node-9")
+
+        // Through the extender: a writer of vol-a goes only where the store says.
+        _ = try await publications.publish(PublishRequest(volumeID: "vol-a", nodeID: "node-2", writer: false,
+                                                          singleNode: false, maxVolumesOnNode: 0))
+        _ = try await publications.publish(PublishRequest(volumeID: "vol-a", nodeID: "node-3", writer: true,
+                                                          singleNode: false, maxVolumesOnNode: 0))
+        let extender = LocalityExtender(inventory: inventory,
+                                        resolver: StaticVolumeResolver([.ml("a"): ResolvedVolume(id: "vol-a", logicalBytes: 1)]),
+                                        leases: combined)
+        let pod = Pod(metadata: ObjectMeta(name: "p", namespace: "ml"),
+                      spec: PodSpec(volumes: [PodVolume(name: "v", persistentVolumeClaim: .init(claimName: "a"))]))
+        let outcome = await extender.filter(pod: pod, nodes: ["node-2", "node-3", "node-9"])
+        XCTAssertEqual(outcome.passed, [1])
+        XCTAssertEqual(Set(outcome.unresolvable.keys), ["node-2", "node-9"])
+    }
+}
