@@ -55,7 +55,11 @@ struct SchedulerCommand: AsyncParsableCommand {
         let extender = LocalityExtender(
             inventory: inventory,
             resolver: CatalogVolumeResolver(catalog: catalog, kubernetes: kubernetes, logger: logger),
-            leases: InventoryLeaseSource(inventory: inventory), metrics: metrics, logger: logger)
+            // The controller's publication records are the lease; the nodes' reports
+            // stand in only while the store cannot be read.
+            leases: FallbackLeaseSource(primary: PublicationLeaseSource(publications: Publications(objects)),
+                                        fallback: InventoryLeaseSource(inventory: inventory)),
+            metrics: metrics, logger: logger)
 
         let tokenFile = SecretFile(path: inventoryTokenFile)
         let environmentToken = ProcessInfo.processInfo.environment["HEARTH_INVENTORY_TOKEN"]
