@@ -14,29 +14,38 @@ import Glibc
 /// rebuild the table from ``InodeRecord``s without renumbering anything the kernel
 /// holds. Guarded by ``VolumeFileSystem``'s namespace lock; never touched without it.
 final class Inode {
+    // Stored fields are laid out in declaration order: small ones are grouped so
+    // that padding does not grow every node.
     let ino: UInt64
-    var kind: EntryKind
     /// Directories containing a link to this node (one per link; a directory has one).
     var parents: ParentList
     var mode: UInt32
     var uid: UInt32
     var gid: UInt32
     var nlink: UInt32
+    var kind: EntryKind
+    /// Directories: must be re-serialised at the next commit.
+    var treeDirty = false
     var size: Int64
     var atimeNs: Int64
     var mtimeNs: Int64
     var ctimeNs: Int64
-    /// Last committed content: manifest (files) or tree (directories) hash. Nil for
-    /// a node created since the last commit.
-    var child: ContentHash?
+    /// ``child``, with the all-zero hash (never a tree or manifest) for nil: an
+    /// optional would cost a padded word per node.
+    private var childHash: ContentHash
     /// The size recorded in the committed manifest (tree entries must match it).
     var committedSize: Int64
     /// Kernel references (lookup, create…, minus forget).
     var lookups: UInt64 = 0
     /// Directories: name → ino once loaded from the tree; nil means "not in memory".
     var children: [String: UInt64]?
-    /// Directories: must be re-serialised at the next commit.
-    var treeDirty = false
+
+    /// Last committed content: manifest (files) or tree (directories) hash. Nil for
+    /// a node created since the last commit.
+    var child: ContentHash? {
+        get { childHash == .zero ? nil : childHash }
+        set { childHash = newValue ?? .zero }
+    }
     /// What most nodes never need (open state, data files, symlink target, xattrs),
     /// out of line: a volume of a million clean files keeps a million `Inode`s while
     /// the kernel references them, so every word here counts (see docs/fuse.md).
@@ -111,7 +120,7 @@ final class Inode {
         mtimeNs = entry.mtimeNs
         ctimeNs = entry.ctimeNs
         nlink = max(1, entry.nlink)
-        child = entry.child
+        childHash = entry.child ?? .zero
         committedSize = entry.size
         rdev = entry.rdev
         symlinkTarget = entry.symlinkTarget
@@ -214,9 +223,10 @@ public struct InodeRecord: Sendable, Codable {
 /// in an array that stays unallocated while empty. A plain `[UInt64]` cost a heap
 /// allocation per node.
 struct ParentList: RandomAccessCollection, MutableCollection, RangeReplaceableCollection, ExpressibleByArrayLiteral {
+    /// 0 (never a node id) when empty.
     private var head: UInt64 = 0
-    private var hasHead = false
     private var tail: [UInt64] = []
+    private var hasHead: Bool { head != 0 }
 
     init() {}
 
@@ -238,7 +248,7 @@ struct ParentList: RandomAccessCollection, MutableCollection, RangeReplaceableCo
     mutating func replaceSubrange<C: Collection>(_ subrange: Range<Int>, with newElements: C) where C.Element == UInt64 {
         var all = Array(self)
         all.replaceSubrange(subrange, with: newElements)
-        hasHead = !all.isEmpty
+        all.removeAll { $0 == 0 }  // the root's "parent"
         head = all.first ?? 0
         tail = all.count > 1 ? Array(all.dropFirst()) : []
     }
