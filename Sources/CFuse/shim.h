@@ -2,9 +2,9 @@
 // parsing); the kernel protocol itself is spoken in Swift (HearthFUSE).
 #ifndef HEARTH_CFUSE_SHIM_H
 #define HEARTH_CFUSE_SHIM_H
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+// No _GNU_SOURCE here: a module header that changes feature macros gives
+// glibc's structs a second definition that clashes with Swift's Glibc module
+// on clean builds. The GNU-only calls below go through syscall(2) instead.
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
 #include <linux/fuse.h>
@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 
@@ -46,31 +47,31 @@ static inline int hearth_fuse_backing_close(int dev_fd, uint32_t backing_id) {
     return ioctl(dev_fd, HEARTH_FUSE_DEV_IOC_BACKING_CLOSE, &backing_id);
 }
 
-// Linux file calls Swift's Glibc module hides behind _GNU_SOURCE; used by the
-// cache (sparse files) and the filesystem (fallocate, lseek).
+// Linux file calls Swift's Glibc module does not expose (they need
+// _GNU_SOURCE); used by the cache (sparse files) and the filesystem.
 
 static inline int hearth_fallocate(int fd, int mode, int64_t offset, int64_t length) {
-    return fallocate(fd, mode, offset, length);
+    return (int)syscall(SYS_fallocate, fd, mode, (long)offset, (long)length);
 }
 
 static inline int hearth_punch_hole(int fd, int64_t offset, int64_t length) {
-    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+    return hearth_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }
 
 /// lseek with SEEK_DATA (data = 1) or SEEK_HOLE (data = 0).
 static inline int64_t hearth_seek(int fd, int64_t offset, int data) {
-    return lseek(fd, offset, data ? SEEK_DATA : SEEK_HOLE);
+    return lseek(fd, offset, data ? 3 /* SEEK_DATA */ : 4 /* SEEK_HOLE */);
 }
 
 /// Kernel-side copy (a reflink on filesystems that can); returns bytes copied.
 static inline int64_t hearth_copy_range(int in_fd, int64_t in_off, int out_fd, int64_t out_off, size_t length) {
-    loff_t a = in_off, b = out_off;
-    return copy_file_range(in_fd, &a, out_fd, &b, length, 0);
+    int64_t a = in_off, b = out_off;
+    return (int64_t)syscall(SYS_copy_file_range, in_fd, &a, out_fd, &b, length, 0u);
 }
 
-/// renameat2(2) (RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2), hidden by Glibc's module.
+/// renameat2(2) (RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2).
 static inline int hearth_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
-    return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
 }
 
 static const int HEARTH_SEEK_DATA = 3;  // SEEK_DATA
