@@ -6,6 +6,7 @@ enum BenchSubcommands {
         FSBench.self,
         SchedulerBench.self,
         StoreBench.self,
+        CSIBench.self,
         RPCBenchServer.self,
     ]
 }
