@@ -51,8 +51,8 @@ for i in range(n):
 PY
     sync
     drop
-    w=$(fio --name=x --directory="$d/fio" --rw=write --bs=1m --size="$SIZE" --ioengine=psync --invalidate=0 \
-      --end_fsync=1 --output-format=json 2>/dev/null |
+    w=$(fio --name=x --directory="$d/fio" --rw=write --bs=${FS_BENCH_XATTR_BS:-1m} --size="$SIZE" --ioengine=psync --invalidate=0 \
+      --output-format=json 2>/dev/null |
       python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % (j["write"]["bw"]/1024))')
     ls -lR "$d/ls" >/dev/null
     best=999999
@@ -60,7 +60,7 @@ PY
       t0=$(date +%s%N); ls -lR "$d/ls" >/dev/null; t1=$(date +%s%N)
       ms=$(( (t1 - t0) / 1000000 )); [ $ms -lt $best ] && best=$ms
     done
-    echo "xattr-mode ${HEARTH_MOUNT_ARGS:-default} $t: seq write 1m ${w} MiB/s, warm ls -lR $FILES files ${best} ms"
+    echo "xattr-mode ${HEARTH_MOUNT_ARGS:-default} $t: seq write ${FS_BENCH_XATTR_BS:-1m} ${w} MiB/s, warm ls -lR $FILES files ${best} ms"
   done
   exit 0
 fi
