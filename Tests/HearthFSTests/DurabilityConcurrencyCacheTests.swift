@@ -88,7 +88,7 @@ struct DurabilityConcurrencyCacheTests {
         try v.start()
         let fio = try sh("""
             fio --name=verify --directory=\(v.mountpoint) --rw=randrw --bs=4k --size=16m --numjobs=4 \
-            --ioengine=psync --verify=crc32c --verify_fatal=1 --fsync=64 --invalidate=0 --group_reporting 2>&1
+            --ioengine=psync --verify=crc32c --verify_fatal=1 --verify_state_save=0 --fsync=64 --invalidate=0 --group_reporting 2>&1
             """)
         #expect(fio.status == 0, "\(fio.output.suffix(2000))")
         if commandExists("stress-ng") {
