@@ -25,7 +25,9 @@ struct RPCBench: AsyncParsableCommand {
         let hearthPort = try freePort(), grpcioPort = try freePort()
         let hearth = try startServer([CommandLine.arguments[0], "rpc-server", "--address", "127.0.0.1:\(hearthPort)"])
         let grpcio = try startServer(["/usr/bin/env", python, grpcioServer, "127.0.0.1:\(grpcioPort)"])
-        defer { hearth.terminate(); grpcio.terminate() }
+        // SIGKILL: children of Foundation.Process inherit a signal mask that
+        // blocks SIGTERM, so a Python server would ignore terminate().
+        defer { for server in [hearth, grpcio] { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() } }
         let request = [UInt8](repeating: 7, count: payload)
         print("unary echo, \(payload)-byte payload, \(calls) calls per row; client: HearthRPC; servers out of process on 127.0.0.1")
         print(pad("concurrency", 12) + pad("server", 8) + pad("p50 µs", 10) + pad("p99 µs", 10) + pad("calls/s", 10) + "hearth/grpcio")
