@@ -59,7 +59,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The FUSE kernel protocol (to 7.45), the session and its worker pool.
-        .target(name: "HearthFUSE", dependencies: ["CFuse"]),
+        .target(name: "HearthFUSE", dependencies: ["CFuse", "HearthMounts"]),
         // The node cache: sparse files per file version, chunk presence, LRU.
         .target(name: "HearthCache", dependencies: ["HearthStore", "CFuse"]),
         // One volume served over FUSE: namespace, inode table, write-back.

@@ -1,4 +1,5 @@
 import CFuse
+import HearthMounts
 import Foundation
 import Synchronization
 
@@ -73,12 +74,8 @@ public final class FuseMount: Sendable {
         }
     }
 
-    /// Whether `path` is a FUSE mountpoint (from /proc/self/mountinfo).
+    /// Whether `path` is a FUSE mountpoint (the one mount table reader, HearthMounts).
     public static func isMounted(_ path: String) -> Bool {
-        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
-        return info.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && fields[4] == path && line.contains(" - fuse")
-        }
+        MountTable.mount(at: path)?.fsType.hasPrefix("fuse") ?? false
     }
 }
