@@ -1,6 +1,8 @@
 import ArgumentParser
 import HearthCSI
 import HearthRPC
+import HearthStore
+import Logging
 
 /// `hearth controller`: the CSI Identity and Controller services, stateless
 /// (all state lives in the store), one replica or several.
@@ -19,12 +21,19 @@ struct ControllerCommand: AsyncParsableCommand {
         let logger = serving.logger("hearth.controller")
         let objects = try store.open()
         var routes = IdentityService(roles: [.controller, .groupController]).routes
-        let controller = ControllerService(
-            store: objects, logger: logger,
-            commitRequester: NodeCommitClient(store: objects, token: nodeToken, timeout: .seconds(commitTimeout)),
-            availableBytes: { freeBytes(of: objects) })
-        routes.merge(controller.routes)
-        routes.merge(GroupControllerService(controller: controller).routes)
+        routes.merge(controllerRoutes(
+            objects, logger: logger,
+            commits: NodeCommitClient(store: objects, token: nodeToken, timeout: .seconds(commitTimeout))))
         try await serving.serve(routes, logger: logger)
     }
+}
+
+/// Controller + GroupController on a store: the same for `controller` and
+/// `serve`, which differ only in how a snapshot reaches the writing node.
+func controllerRoutes(_ objects: any ObjectStore, logger: Logger, commits: any CommitRequester) -> RPCRoutes {
+    let controller = ControllerService(
+        store: objects, logger: logger, commitRequester: commits, availableBytes: { freeBytes(of: objects) })
+    var routes = controller.routes
+    routes.merge(GroupControllerService(controller: controller).routes)
+    return routes
 }

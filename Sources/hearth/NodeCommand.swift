@@ -124,11 +124,7 @@ struct ServeCommand: AsyncParsableCommand {
         let nodeService = node.nodeService(store: store, objects: objects, logger: logger)
         try await nodeService.register()
         var routes = IdentityService(roles: [.controller, .groupController, .node]).routes
-        let controller = ControllerService(
-            store: objects, logger: logger, commitRequester: LocalCommits(node: nodeService),
-            availableBytes: { freeBytes(of: objects) })
-        routes.merge(controller.routes)
-        routes.merge(GroupControllerService(controller: controller).routes)
+        routes.merge(controllerRoutes(objects, logger: logger, commits: LocalCommits(node: nodeService)))
         routes.merge(nodeService.routes)
         try await serving.serve(routes, logger: logger)
     }
