@@ -82,6 +82,25 @@ public final class CacheFile: @unchecked Sendable {
         return presence.reduce(0) { $0 + ($1 == .present ? 1 : 0) }
     }
 
+    /// Whether every chunk is local: only then may the kernel do this file's I/O
+    /// itself (passthrough), since it cannot ask the daemon for a missing chunk.
+    public var isComplete: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return presence.allSatisfy { $0 == .present }
+    }
+
+    /// Takes note of writes the daemon did not see (the kernel wrote this working
+    /// copy directly, in passthrough mode): adopts `newSize` and marks every chunk
+    /// dirty, since which ones changed is unknown. Commits then hash each chunk and
+    /// upload only those whose content changed.
+    public func noteExternalWrites(size newSize: Int64) {
+        condition.lock()
+        if newSize != logicalSize { setSizeLocked(newSize) }
+        for index in 0..<presence.count { dirty.insert(index) }
+        condition.unlock()
+    }
+
     /// Makes every chunk in `indexes` present, calling `fetch` (outside the lock) for
     /// each absent one; concurrent callers wanting the same chunk wait for the first.
     /// Returns how many chunks were fetched (cache misses).

@@ -160,9 +160,14 @@ public final class NodeCache: Sendable {
     public func makeWorkingCopy(volume: String, name: String, size: Int64, chunkSize: Int,
                                 base: CacheFile?) throws -> CacheFile {
         let dir = directory + "/work/" + volume
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let path = dir + "/" + name
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        var fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd < 0 && errno == ENOENT {
+            // First working copy of this volume: the directory is made once, not
+            // checked on every create (a metadata-heavy workload makes thousands).
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        }
         guard fd >= 0 else { throw CacheIOError(errno) }
         _ = ftruncate(fd, off_t(size))
         let count = Int((size + Int64(chunkSize) - 1) / Int64(chunkSize))

@@ -109,13 +109,21 @@ extension VolumeFileSystem {
         cache.workingCopyGrew(by: 0)
     }
 
+    /// A new handle on `node` (lock held), served by the kernel from a backing file
+    /// when the bytes are all local (see Passthrough.swift), else through the daemon
+    /// with the page cache kept across opens (single writer per volume).
     private func openHandle(_ node: Inode, flags: UInt32) -> OpenReply {
+        let writing = Int32(flags) & O_ACCMODE != O_RDONLY
+        let (mode, openFlags, backingID) = chooseOpenMode(node, writing: writing)
+        if mode == .cached {
+            node.cachedOpens += 1
+            passthroughStats.cachedOpens += 1
+        }
         node.opens += 1
         let handle = nextHandle
         nextHandle += 1
-        fileHandles[handle] = FileHandle(ino: node.ino)
-        // Single writer per volume: the page cache stays valid across opens.
-        return OpenReply(handle: handle, flags: FuseOpenFlag.keepCache)
+        fileHandles[handle] = FileHandle(ino: node.ino, mode: mode, writing: writing)
+        return OpenReply(handle: handle, flags: openFlags, backingID: backingID)
     }
 
     public func open(_ ctx: RequestContext, node ino: UInt64, flags: UInt32) throws -> OpenReply {
@@ -125,6 +133,10 @@ extension VolumeFileSystem {
         if Int32(flags) & O_TRUNC != 0 {
             if try lock.withLock({ try node(ino).size }) != 0 { try truncate(ino, to: 0) }
         }
+        // A write open can be a passthrough open once the working copy exists and is
+        // complete; make it now (from the complete clean copy) rather than on the
+        // first WRITE, which the daemon would then never see.
+        if accmode != O_RDONLY, wantsWritablePassthrough(ino) { _ = try workingCopy(ino) }
         return try lock.withLock {
             let node = try node(ino)
             guard node.kind == .file else { throw node.kind == .directory ? FuseError.isDirectory : FuseError.invalid }
@@ -140,6 +152,13 @@ extension VolumeFileSystem {
             guard dir.nlink > 0 else { throw FuseError.notFound }
             guard dir.children?[name] == nil else { throw FuseError.exists }
             let node = newNode(ctx, kind: .file, mode: mode, umask: umask, parent: dir)
+            if passthroughActive, Int32(flags) & O_ACCMODE != O_RDONLY,
+               capacityBytes - usedBytes >= config.passthroughWriteHeadroom {
+                // An empty working copy now, so the new file's writes can go straight
+                // to it (passthrough) instead of through the daemon.
+                node.work = try? cache.makeWorkingCopy(volume: config.volumeID, name: "\(node.ino).\(UInt32.random(in: 0...UInt32.max))",
+                                                      size: 0, chunkSize: config.chunkSize, base: nil)
+            }
             nodes[node.ino] = node
             dir.children?[name] = node.ino
             dir.mtimeNs = node.ctimeNs
@@ -155,6 +174,7 @@ extension VolumeFileSystem {
         let (data, size, manifest, sequential): (CacheFile?, Int64, Manifest?, Bool) = try lock.withLock {
             let node = try node(ino)
             var sequential = false
+            if node.passthrough?.writable == true { refreshFromBacking(node, force: false) }
             if var h = fileHandles[handle] {
                 sequential = h.lastEnd == offset
                 h.lastEnd = offset + UInt64(buffer.count)
@@ -219,8 +239,13 @@ extension VolumeFileSystem {
 
     public func release(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, flags: UInt32) {
         let dirty: Bool = lock.withLock {
-            fileHandles[handle] = nil
+            let released = fileHandles.removeValue(forKey: handle)
             guard let node = nodes[ino] else { return false }
+            switch released?.mode {
+            case .cached: node.cachedOpens -= 1
+            case .passthrough, .passthroughDirect: releasePassthrough(node, writing: released?.writing ?? true)
+            case nil: break
+            }
             node.opens -= 1
             let dirty = dirtyFiles.contains(ino)
             if node.opens == 0 {
@@ -256,8 +281,14 @@ extension VolumeFileSystem {
         }
     }
 
-    public func fsync(_ ctx: RequestContext, node: UInt64, handle: UInt64, dataOnly: Bool) throws {
-        if !config.readOnly { try commit() }
+    public func fsync(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, dataOnly: Bool) throws {
+        guard !config.readOnly else { return }
+        // Passthrough writes (and shared-mmap stores) never reached the daemon: take
+        // the whole working copy, whatever its mtime says.
+        lock.withLock {
+            if let node = nodes[ino], node.passthrough?.writable == true { refreshFromBacking(node, force: true) }
+        }
+        try commit()
     }
 
     public func fallocate(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, offset: UInt64, length: UInt64, mode: UInt32) throws {

@@ -56,10 +56,12 @@ final class Inode {
         var symlinkTarget: String?
         var xattrs: [String: [UInt8]] = [:]
         var opens = 0
+        var cachedOpens = 0
         var committing = 0
         var manifest: Manifest?
         var clean: CacheFile?
         var work: CacheFile?
+        var passthrough: PassthroughState?
     }
 
     private var ensureExtra: Extra {
@@ -106,6 +108,19 @@ final class Inode {
     var work: CacheFile? {
         get { extra?.work }
         set { if extra != nil || newValue != nil { ensureExtra.work = newValue } }
+    }
+
+    /// Files: the backing file the kernel does this node's I/O on, while any open of
+    /// it is a passthrough open (see ``PassthroughState``).
+    var passthrough: PassthroughState? {
+        get { extra?.passthrough }
+        set { if extra != nil || newValue != nil { ensureExtra.passthrough = newValue } }
+    }
+    /// Opens answered without passthrough (page-cache I/O through the daemon): while
+    /// any is open, the kernel refuses passthrough opens of this inode.
+    var cachedOpens: Int {
+        get { extra?.cachedOpens ?? 0 }
+        set { if extra != nil || newValue != 0 { ensureExtra.cachedOpens = newValue } }
     }
 
     init(ino: UInt64, entry: TreeEntry, parent: UInt64) {

@@ -26,6 +26,12 @@ public struct VolumeConfiguration: Sendable {
     public var chunkSize = Manifest.defaultChunkSize
     /// Parallel chunk uploads per commit.
     public var uploadParallelism = 8
+    /// Hand files whose bytes are all local to the kernel (FUSE passthrough) when the
+    /// session negotiated it.
+    public var passthrough = false
+    /// Write opens get passthrough only while the volume has at least this much quota
+    /// left: the daemon never sees passthrough writes, so it cannot answer ENOSPC.
+    public var passthroughWriteHeadroom: Int64 = 1 << 30
 
     public init(volumeID: String, capacityBytes: Int64) {
         self.volumeID = volumeID
@@ -64,10 +70,20 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     /// (NodeExpandVolume → SIGHUP) while mounted.
     var capacityBytes: Int64
     var writeback: Writeback!
+    /// Set by ``attach(backingFiles:)``; passthrough needs the session's registry.
+    var backingFiles: BackingFiles?
+    /// INIT granted passthrough, it is configured, and registering has not failed
+    /// for good (EPERM).
+    var passthroughActive = false
+    /// Files with a passthrough open on their working copy: the kernel writes them.
+    var passthroughWriters = Set<UInt64>()
+    var passthroughStats = PassthroughStats()
 
     struct FileHandle {
         var ino: UInt64
         var lastEnd: UInt64 = 0
+        var mode = OpenMode.cached
+        var writing = false
     }
 
     /// Opens the volume at its current head. Leftover working copies of a crashed
@@ -132,6 +148,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
 
     func entry(_ node: Inode) -> EntryReply {
         node.lookups += 1
+        if node.passthrough?.writable == true { refreshFromBacking(node, force: false) }
         return EntryReply(attributes: node.attributes, entryTimeoutNs: config.entryTimeoutNs, attrTimeoutNs: config.attrTimeoutNs)
     }
 
@@ -275,7 +292,13 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     }
 
     public func getattr(_ ctx: RequestContext, node ino: UInt64, handle: UInt64?) throws -> (FileAttributes, UInt64) {
-        try lock.withLock { (try node(ino).attributes, config.attrTimeoutNs) }
+        try lock.withLock {
+            let node = try node(ino)
+            // The kernel wrote a passthrough file without telling us: its size and
+            // times are the backing file's.
+            if node.passthrough?.writable == true { refreshFromBacking(node, force: false) }
+            return (node.attributes, config.attrTimeoutNs)
+        }
     }
 
     public func setattr(_ ctx: RequestContext, node ino: UInt64, _ changes: SetAttributes) throws -> (FileAttributes, UInt64) {

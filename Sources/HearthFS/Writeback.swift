@@ -156,6 +156,7 @@ extension VolumeFileSystem {
         guard !config.readOnly else { return }
         // 1. Take the dirty state of every dirty file at one instant.
         let uploads: [FileUpload] = lock.withLock {
+            refreshPassthroughWriters()
             let taken = dirtyFiles.compactMap { ino -> FileUpload? in
                 guard let node = nodes[ino], node.kind == .file else { return nil }
                 node.committing += 1
@@ -277,8 +278,19 @@ extension VolumeFileSystem {
                         func launch() {
                             let index = dirty[next]
                             next += 1
+                            let previous = index < hashes.count ? hashes[index] : nil
                             group.addTask {
                                 let data = try work.readChunk(index, size: size)
+                                // Passthrough writers mark every chunk dirty (the daemon
+                                // cannot see which changed): unchanged ones cost a hash,
+                                // never an upload.
+                                if let previous, !previous.isZero {
+                                    let hash = ContentHash.of(data)
+                                    if hash == previous { return (index, previous, 0) }
+                                    if Self.isAllZero(data) { return (index, .zero, 0) }
+                                    try await content.put(.chunk, data, hash: hash)
+                                    return (index, hash, data.count)
+                                }
                                 let hash = try await content.putChunk(data)
                                 return (index, hash, hash.isZero ? 0 : data.count)
                             }
@@ -295,6 +307,16 @@ extension VolumeFileSystem {
                 results.append((upload.ino, manifest, try await content.putManifest(manifest)))
             }
             return results
+        }
+    }
+
+    /// All-zero chunks are holes in manifests (as ``ContentStore/putChunk(_:)`` does).
+    static func isAllZero(_ data: Data) -> Bool {
+        data.withUnsafeBytes { raw in
+            let words = raw.count / 8
+            for i in 0..<words where raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+            for i in (words * 8)..<raw.count where raw[i] != 0 { return false }
+            return true
         }
     }
 

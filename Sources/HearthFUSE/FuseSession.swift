@@ -25,6 +25,9 @@ public final class FuseSession: Sendable {
     public let handler: any FileSystemHandler
     public let options: SessionOptions
     public let metrics: FuseMetrics
+    /// Passthrough backing files registered on this connection (used by the
+    /// filesystem when INIT granted FUSE_PASSTHROUGH).
+    public let backing: BackingFiles
 
     private struct Pool {
         var workers = 0
@@ -47,6 +50,7 @@ public final class FuseSession: Sendable {
         // an unrelated file (then cloned, read or notified by mistake).
         let own = fcntl(fd, F_DUPFD_CLOEXEC, 0)
         self.fd = own >= 0 ? own : fd
+        self.backing = BackingFiles(deviceFD: own >= 0 ? own : fd)
         self.handler = handler
         self.options = options
         self.metrics = metrics

@@ -36,7 +36,11 @@ public struct SessionOptions: Sendable {
     /// and the kernel never asks again, so writes never wait for the daemon to say
     /// `security.capability` is absent (see docs/fuse.md for the measurement).
     public var xattrs = false
-    /// Request FUSE_PASSTHROUGH (issue 8) when the kernel offers it.
+    /// Request FUSE_PASSTHROUGH when the kernel offers it: opens of files whose bytes
+    /// are all local can then be served by the kernel from a backing file
+    /// (``BackingFiles``). The kernel refuses passthrough together with the writeback
+    /// cache (fs/fuse/inode.c, process_init_reply), so when passthrough is granted
+    /// the writeback cache is not asked for.
     public var passthrough = false
     /// Worker threads: started with `minWorkers`, grown while all are busy.
     public var minWorkers = 2
@@ -50,9 +54,13 @@ public struct SessionOptions: Sendable {
             | FuseInitFlag.autoInvalData | FuseInitFlag.doReaddirplus | FuseInitFlag.readdirplusAuto
             | FuseInitFlag.asyncDIO | FuseInitFlag.parallelDirops | FuseInitFlag.maxPages
             | FuseInitFlag.cacheSymlinks | FuseInitFlag.initExt | FuseInitFlag.exportSupport
-        if writebackCache { wanted |= FuseInitFlag.writebackCache }
         if xattrs { wanted |= FuseInitFlag.handleKillprivV2 | FuseInitFlag.setxattrExt }
-        if passthrough { wanted |= FuseInitFlag.passthrough }
+        let passthroughGranted = passthrough && kernelFlags & FuseInitFlag.passthrough != 0
+        if passthroughGranted {
+            wanted |= FuseInitFlag.passthrough
+        } else if writebackCache {
+            wanted |= FuseInitFlag.writebackCache
+        }
         let flags = wanted & kernelFlags
         let pages = UInt16(min((maxWrite + 4095) / 4096, 256))
         return SessionParameters(

@@ -51,6 +51,12 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Upper bound of FUSE worker threads.")
     var maxWorkers: Int = 16
 
+    @Option(help: "FUSE passthrough for files whose bytes are all local: auto (when the kernel offers it and the daemon has CAP_SYS_ADMIN), on (fail without it), off.")
+    var passthrough: PassthroughSetting = .auto
+
+    @Option(help: .hidden)
+    var statsFile: String?
+
     func run() async throws {
         let store = try options.open()
         let catalog = Catalog(store)
@@ -67,6 +73,8 @@ struct MountCommand: AsyncParsableCommand {
         config.readOnly = readOnly
         config.commitInterval = try Console.parseDuration(commitInterval)
         config.xattrs = xattrs
+        let usePassthrough = try passthrough.resolve(readOnly: readOnly)
+        config.passthrough = usePassthrough
         let fs = try await VolumeFileSystem.open(store, cache: cache, config: config)
 
         var mountOptions = ["default_permissions", "fsname=hearth:\(record.id)", "subtype=hearth"]
@@ -77,7 +85,9 @@ struct MountCommand: AsyncParsableCommand {
         var sessionOptions = SessionOptions()
         sessionOptions.xattrs = xattrs
         sessionOptions.maxWorkers = max(1, maxWorkers)
+        sessionOptions.passthrough = usePassthrough
         let session = FuseSession(fd: mount.fd, handler: fs, options: sessionOptions)
+        fs.attach(backingFiles: session.backing)
 
         // SIGTERM / SIGINT: detach the mount; the session ends when the kernel drops
         // the connection, then dirty data is committed before exit.
@@ -109,6 +119,14 @@ struct MountCommand: AsyncParsableCommand {
         }
         reload.resume()
         sources.append(reload)
+        if let statsFile {
+            // SIGUSR1: write the op counters and passthrough counters (tests, debugging).
+            signal(SIGUSR1, SIG_IGN)
+            let dump = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+            dump.setEventHandler { MountStats.write(session: session, fs: fs, to: statsFile) }
+            dump.resume()
+            sources.append(dump)
+        }
         fs.start()
         let control = try controlSocket.map { socket in
             var quiet = Logger(label: "hearth.mount.control")
