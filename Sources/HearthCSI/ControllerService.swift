@@ -17,9 +17,11 @@ public struct ControllerService: Sendable {
         public init() {}
     }
 
-    let catalog: Catalog
-    let publications: Publications
-    let nodes: NodeRegistry
+    /// The plugin's store, and the same store under the keys a request's secrets carry.
+    let stores: CredentialScopedStores
+    private(set) var catalog: Catalog
+    private(set) var publications: Publications
+    private(set) var nodes: NodeRegistry
     let settings: Settings
     let logger: Logger
     /// Free bytes in the backing store, when it has a bound (a directory's filesystem).
@@ -29,9 +31,18 @@ public struct ControllerService: Sendable {
     public init(store: any ObjectStore, settings: Settings = Settings(), logger: Logger = Logger(label: "hearth.controller"),
                 commitRequester: any CommitRequester = NoCommitRequests(),
                 availableBytes: @escaping @Sendable () async -> Int64? = { nil }) {
-        catalog = Catalog(store)
-        publications = Publications(store)
-        nodes = NodeRegistry(store)
+        self.init(stores: CredentialScopedStores(base: store), settings: settings, logger: logger,
+                  commitRequester: commitRequester, availableBytes: availableBytes)
+    }
+
+    /// A controller whose requests may carry S3 keys in their CSI secrets.
+    public init(stores: CredentialScopedStores, settings: Settings = Settings(), logger: Logger = Logger(label: "hearth.controller"),
+                commitRequester: any CommitRequester = NoCommitRequests(),
+                availableBytes: @escaping @Sendable () async -> Int64? = { nil }) {
+        self.stores = stores
+        catalog = Catalog(stores.base)
+        publications = Publications(stores.base)
+        nodes = NodeRegistry(stores.base)
         self.settings = settings
         self.logger = logger
         self.availableBytes = availableBytes
@@ -42,22 +53,41 @@ public struct ControllerService: Sendable {
 
     public var routes: RPCRoutes {
         var r = RPCRoutes()
-        r.csi(Self.service, "CreateVolume", createVolume)
-        r.csi(Self.service, "DeleteVolume", deleteVolume)
-        r.csi(Self.service, "ControllerPublishVolume", publish)
-        r.csi(Self.service, "ControllerUnpublishVolume", unpublish)
-        r.csi(Self.service, "ValidateVolumeCapabilities", validateCapabilities)
+        r.csi(Self.service, "CreateVolume", withSecrets { $0.createVolume })
+        r.csi(Self.service, "DeleteVolume", withSecrets { $0.deleteVolume })
+        r.csi(Self.service, "ControllerPublishVolume", withSecrets { $0.publish })
+        r.csi(Self.service, "ControllerUnpublishVolume", withSecrets { $0.unpublish })
+        r.csi(Self.service, "ValidateVolumeCapabilities", withSecrets { $0.validateCapabilities })
         r.csi(Self.service, "ListVolumes", listVolumes)
         r.csi(Self.service, "ControllerGetVolume", getVolume)
         r.csi(Self.service, "GetCapacity", getCapacity)
-        r.csi(Self.service, "ControllerExpandVolume", expandVolume)
-        r.csi(Self.service, "ControllerModifyVolume", modifyVolume)
+        r.csi(Self.service, "ControllerExpandVolume", withSecrets { $0.expandVolume })
+        r.csi(Self.service, "ControllerModifyVolume", withSecrets { $0.modifyVolume })
         r.csi(Self.service, "ControllerGetCapabilities", capabilities)
-        r.csi(Self.service, "CreateSnapshot", createSnapshot)
-        r.csi(Self.service, "DeleteSnapshot", deleteSnapshot)
-        r.csi(Self.service, "ListSnapshots", listSnapshots)
-        r.csi(Self.service, "GetSnapshot", getSnapshot)
+        r.csi(Self.service, "CreateSnapshot", withSecrets { $0.createSnapshot })
+        r.csi(Self.service, "DeleteSnapshot", withSecrets { $0.deleteSnapshot })
+        r.csi(Self.service, "ListSnapshots", withSecrets { $0.listSnapshots })
+        r.csi(Self.service, "GetSnapshot", withSecrets { $0.getSnapshot })
         return r
+    }
+
+    /// This controller working on the store under the keys `secrets` carry
+    /// (itself when they carry none).
+    func scoped(_ secrets: [String: String]) throws -> ControllerService {
+        guard stores.usesCredentials, !secrets.isEmpty else { return self }
+        let store = try stores.store(secrets: secrets)
+        var scoped = self
+        scoped.catalog = Catalog(store)
+        scoped.publications = Publications(store)
+        scoped.nodes = NodeRegistry(store)
+        return scoped
+    }
+
+    /// A handler run on the controller scoped to its request's secrets.
+    func withSecrets<Request: CSISecretsCarrying, Response>(
+        _ method: @escaping @Sendable (ControllerService) -> @Sendable (Request) async throws -> Response
+    ) -> @Sendable (Request) async throws -> Response {
+        { request in try await method(try self.scoped(request.secrets))(request) }
     }
 
     // MARK: volumes

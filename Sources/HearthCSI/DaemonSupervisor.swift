@@ -21,6 +21,9 @@ public struct DaemonLaunch: Sendable {
     public var mountTimeout: Duration = .seconds(30)
     /// How long a stopping daemon may take to commit and unmount before it is killed.
     public var stopTimeout: Duration = .seconds(60)
+    /// Variables every daemon gets on top of the node plugin's own environment
+    /// (the plugin's S3 keys when it was given them as flags).
+    public var environment: [String: String] = [:]
 
     public init(executable: String, arguments: [String], logDirectory: String, controlDirectory: String? = nil) {
         self.executable = executable
@@ -53,9 +56,12 @@ public final class DaemonSupervisor: Sendable {
         var state: State
         var process: Process
         var stopping = false
-        init(state: State, process: Process) {
+        /// Kept for restarts: the volume's own variables (S3 keys from its secrets).
+        let environment: [String: String]
+        init(state: State, process: Process, environment: [String: String]) {
             self.state = state
             self.process = process
+            self.environment = environment
         }
     }
 
@@ -76,23 +82,28 @@ public final class DaemonSupervisor: Sendable {
 
     /// Starts the daemon for `volumeID` at `mountpoint` and waits until the
     /// kernel shows the mount. Idempotent for the same volume and mountpoint.
-    public func start(volumeID: String, mountpoint: String, readOnly: Bool, extraArguments: [String] = []) async throws {
+    /// `environment` reaches only this daemon: secrets go there, never on a
+    /// command line, which every user of the machine can read.
+    public func start(volumeID: String, mountpoint: String, readOnly: Bool, extraArguments: [String] = [],
+                      environment: [String: String] = [:]) async throws {
         if let existing = state(volumeID) {
             guard existing.mountpoint == mountpoint else {
                 throw DaemonError(description: "volume \(volumeID) is already staged at \(existing.mountpoint)")
             }
             if MountTable.isMountPoint(mountpoint) { return }
         }
-        let process = try spawn(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, extra: extraArguments)
+        let process = try spawn(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, extra: extraArguments,
+                                environment: environment)
         let daemon = Daemon(
             state: State(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, pid: process.processIdentifier,
-                         restarts: 0, running: true), process: process)
+                         restarts: 0, running: true), process: process, environment: environment)
         daemons.withLock { $0[volumeID] = daemon }
         watch(daemon, extra: extraArguments)
         try await waitForMount(mountpoint, daemon: daemon)
     }
 
-    private func spawn(volumeID: String, mountpoint: String, readOnly: Bool, extra: [String]) throws -> Process {
+    private func spawn(volumeID: String, mountpoint: String, readOnly: Bool, extra: [String],
+                       environment: [String: String]) throws -> Process {
         try FileManager.default.createDirectory(atPath: launch.logDirectory, withIntermediateDirectories: true)
         let logPath = logPath(volumeID)
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
@@ -106,6 +117,9 @@ public final class DaemonSupervisor: Sendable {
             control = ["--control-socket", socket]
         }
         process.arguments = ["mount"] + launch.arguments + extra + control + (readOnly ? ["--read-only"] : []) + [volumeID, mountpoint]
+        process.environment = ProcessInfo.processInfo.environment
+            .merging(launch.environment) { _, new in new }
+            .merging(environment) { _, new in new }
         process.standardOutput = log
         process.standardError = log
         try process.run()
@@ -128,7 +142,7 @@ public final class DaemonSupervisor: Sendable {
             ])
             do {
                 let next = try spawn(volumeID: daemon.state.volumeID, mountpoint: daemon.state.mountpoint,
-                                     readOnly: daemon.state.readOnly, extra: extra)
+                                     readOnly: daemon.state.readOnly, extra: extra, environment: daemon.environment)
                 daemons.withLock { _ in
                     daemon.process = next
                     daemon.state.pid = next.processIdentifier

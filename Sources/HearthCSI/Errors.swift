@@ -1,3 +1,4 @@
+import CSIProto
 import HearthRPC
 import HearthStore
 import SwiftProtobuf
@@ -70,3 +71,25 @@ extension RPCRoutes {
         unary(service + name) { (request: Request, _) in try await CSIErrors.mapped { try await body(request) } }
     }
 }
+
+/// CSI requests that carry `secrets` (from the StorageClass's secret
+/// parameters), so a handler can run under the keys they hold.
+protocol CSISecretsCarrying: Sendable { var secrets: [String: String] { get } }
+
+extension Csi_V1_CreateVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_DeleteVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_ControllerPublishVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_ControllerUnpublishVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_ValidateVolumeCapabilitiesRequest: CSISecretsCarrying {}
+extension Csi_V1_ControllerExpandVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_ControllerModifyVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_CreateSnapshotRequest: CSISecretsCarrying {}
+extension Csi_V1_DeleteSnapshotRequest: CSISecretsCarrying {}
+extension Csi_V1_ListSnapshotsRequest: CSISecretsCarrying {}
+extension Csi_V1_GetSnapshotRequest: CSISecretsCarrying {}
+extension Csi_V1_CreateVolumeGroupSnapshotRequest: CSISecretsCarrying {}
+extension Csi_V1_GetVolumeGroupSnapshotRequest: CSISecretsCarrying {}
+extension Csi_V1_DeleteVolumeGroupSnapshotRequest: CSISecretsCarrying {}
+extension Csi_V1_NodeStageVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_NodePublishVolumeRequest: CSISecretsCarrying {}
+extension Csi_V1_NodeExpandVolumeRequest: CSISecretsCarrying {}

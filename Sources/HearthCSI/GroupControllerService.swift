@@ -19,10 +19,19 @@ public struct GroupControllerService: Sendable {
     public var routes: RPCRoutes {
         var r = RPCRoutes()
         r.csi(Self.service, "GroupControllerGetCapabilities", capabilities)
-        r.csi(Self.service, "CreateVolumeGroupSnapshot", create)
-        r.csi(Self.service, "GetVolumeGroupSnapshot", get)
-        r.csi(Self.service, "DeleteVolumeGroupSnapshot", delete)
+        r.csi(Self.service, "CreateVolumeGroupSnapshot", withSecrets { $0.create })
+        r.csi(Self.service, "GetVolumeGroupSnapshot", withSecrets { $0.get })
+        r.csi(Self.service, "DeleteVolumeGroupSnapshot", withSecrets { $0.delete })
         return r
+    }
+
+    /// A handler run on the controller scoped to its request's secrets.
+    func withSecrets<Request: CSISecretsCarrying, Response>(
+        _ method: @escaping @Sendable (GroupControllerService) -> @Sendable (Request) async throws -> Response
+    ) -> @Sendable (Request) async throws -> Response {
+        { request in
+            try await method(GroupControllerService(controller: try controller.scoped(request.secrets)))(request)
+        }
     }
 
     func capabilities(_ request: Csi_V1_GroupControllerGetCapabilitiesRequest) async throws -> Csi_V1_GroupControllerGetCapabilitiesResponse {

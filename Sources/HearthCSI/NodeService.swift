@@ -28,13 +28,23 @@ public struct NodeService: Sendable {
     }
 
     let settings: Settings
+    /// The plugin's store, and the same store under the keys a request's secrets carry.
+    let stores: CredentialScopedStores
     let catalog: Catalog
     let daemons: DaemonSupervisor
     let logger: Logger
 
     public init(settings: Settings, store: any ObjectStore, daemons: DaemonSupervisor, logger: Logger = Logger(label: "hearth.node")) {
+        self.init(settings: settings, stores: CredentialScopedStores(base: store), daemons: daemons, logger: logger)
+    }
+
+    /// A node whose stage requests may carry S3 keys in their CSI secrets;
+    /// the volume's daemon then works under those keys.
+    public init(settings: Settings, stores: CredentialScopedStores, daemons: DaemonSupervisor,
+                logger: Logger = Logger(label: "hearth.node")) {
         self.settings = settings
-        catalog = Catalog(store)
+        self.stores = stores
+        catalog = Catalog(stores.base)
         self.daemons = daemons
         self.logger = logger
     }
@@ -68,7 +78,8 @@ public struct NodeService: Sendable {
         guard request.hasVolumeCapability else { throw RPCError(.invalidArgument, "volume_capability is required") }
         try checkCapability(request.volumeCapability)
         guard Require.looksLikeID(request.volumeID) else { throw RPCError(.notFound, "volume \(request.volumeID) does not exist") }
-        let record = try await catalog.volume(request.volumeID)
+        let credentials = stores.usesCredentials ? try S3Credentials.fromSecrets(request.secrets) : nil
+        let record = try await Catalog(try stores.store(secrets: request.secrets)).volume(request.volumeID)
         if let current = daemons.state(record.id), current.mountpoint != staging {
             throw RPCError(.failedPrecondition, "volume \(record.id) is already staged at \(current.mountpoint)")
         }
@@ -77,8 +88,10 @@ public struct NodeService: Sendable {
             || VolumeCapabilities.isReadOnly(request.volumeCapability.accessMode.mode)
         var extra: [String] = []
         if let interval = record.parameters[VolumeParameters.commitInterval] { extra += ["--commit-interval", interval] }
+        if credentials != nil { extra.append("--s3-credentials-from-environment") }
         do {
-            try await daemons.start(volumeID: record.id, mountpoint: staging, readOnly: readOnly, extraArguments: extra)
+            try await daemons.start(volumeID: record.id, mountpoint: staging, readOnly: readOnly, extraArguments: extra,
+                                    environment: credentials?.environment ?? [:])
         } catch let error as DaemonError {
             throw RPCError(.internal, error.description)
         }
@@ -205,7 +218,7 @@ public struct NodeService: Sendable {
         let path = try mountedPath(request.volumePath, request.volumeID)
         if request.hasVolumeCapability { try checkCapability(request.volumeCapability) }
         guard Require.looksLikeID(request.volumeID) else { throw RPCError(.notFound, "volume \(request.volumeID) does not exist") }
-        let record = try await catalog.volume(request.volumeID)
+        let record = try await Catalog(try stores.store(secrets: request.secrets)).volume(request.volumeID)
         guard let entry = MountTable.mount(at: path), entry.source == "hearth:\(request.volumeID)" else {
             throw RPCError(.notFound, "volume \(request.volumeID) is not mounted at \(path)")
         }

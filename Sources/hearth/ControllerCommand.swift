@@ -19,20 +19,20 @@ struct ControllerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = serving.logger("hearth.controller")
-        let objects = try store.open()
+        let objects = try store.openScoped()
         var routes = IdentityService(roles: [.controller, .groupController]).routes
         routes.merge(controllerRoutes(
             objects, logger: logger,
-            commits: NodeCommitClient(store: objects, token: nodeToken, timeout: .seconds(commitTimeout))))
+            commits: NodeCommitClient(store: objects.base, token: nodeToken, timeout: .seconds(commitTimeout))))
         try await serving.serve(routes, logger: logger)
     }
 }
 
 /// Controller + GroupController on a store: the same for `controller` and
 /// `serve`, which differ only in how a snapshot reaches the writing node.
-func controllerRoutes(_ objects: any ObjectStore, logger: Logger, commits: any CommitRequester) -> RPCRoutes {
+func controllerRoutes(_ objects: CredentialScopedStores, logger: Logger, commits: any CommitRequester) -> RPCRoutes {
     let controller = ControllerService(
-        store: objects, logger: logger, commitRequester: commits, availableBytes: { freeBytes(of: objects) })
+        stores: objects, logger: logger, commitRequester: commits, availableBytes: { freeBytes(of: objects.base) })
     var routes = controller.routes
     routes.merge(GroupControllerService(controller: controller).routes)
     return routes

@@ -34,19 +34,21 @@ struct NodeOptions: ParsableArguments {
 
     func launch(store: StoreOptions) -> DaemonLaunch {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return DaemonLaunch(
+        var launch = DaemonLaunch(
             executable: executable,
             arguments: store.forwardedArguments + ["--cache-dir", dataDir + "/cache", "--cache-size", cacheSize, "--allow-other"],
             logDirectory: dataDir + "/logs", controlDirectory: dataDir + "/run")
+        launch.environment = store.forwardedEnvironment
+        return launch
     }
 
-    func nodeService(store options: StoreOptions, objects: any ObjectStore, logger: Logger) -> NodeService {
+    func nodeService(store options: StoreOptions, objects: CredentialScopedStores, logger: Logger) -> NodeService {
         var settings = NodeService.Settings(
             nodeID: resolvedNodeID, paths: PathPolicy(roots: allowedPath.isEmpty ? ["/var/lib/kubelet"] : allowedPath))
         settings.maxVolumes = maxVolumes
         settings.address = advertisedAddress
         let daemons = DaemonSupervisor(launch: launch(store: options), logger: logger)
-        return NodeService(settings: settings, store: objects, daemons: daemons, logger: logger)
+        return NodeService(settings: settings, stores: objects, daemons: daemons, logger: logger)
     }
 }
 
@@ -81,7 +83,17 @@ extension StoreOptions {
         arguments += ["--s3-region", s3Region]
         if s3PathStyle { arguments.append("--s3-path-style") }
         if let s3CredentialsFile { arguments += ["--s3-credentials-file", s3CredentialsFile] }
+        if s3CredentialsFromEnvironment || s3AccessKeyID != nil && s3SecretAccessKey != nil {
+            arguments.append("--s3-credentials-from-environment")
+        }
         return arguments
+    }
+
+    /// Keys given to the node plugin as flags reach its daemons through their
+    /// environment (a daemon's command line is visible in `ps`).
+    var forwardedEnvironment: [String: String] {
+        guard let id = s3AccessKeyID, let secret = s3SecretAccessKey else { return [:] }
+        return S3Credentials(accessKeyID: id, secretAccessKey: secret).environment
     }
 }
 
@@ -97,7 +109,7 @@ struct NodeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = serving.logger("hearth.node")
-        let objects = try store.open()
+        let objects = try store.openScoped()
         let service = node.nodeService(store: store, objects: objects, logger: logger)
         try await service.register()
         let commitEndpoint = try node.serveCommitEndpoint(service, logger: logger)
@@ -120,7 +132,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = serving.logger("hearth.serve")
-        let objects = try store.open()
+        let objects = try store.openScoped()
         let nodeService = node.nodeService(store: store, objects: objects, logger: logger)
         try await nodeService.register()
         var routes = IdentityService(roles: [.controller, .groupController, .node]).routes

@@ -40,11 +40,44 @@ struct StoreOptions: ParsableArguments {
         }
     }
 
-    /// Opens the store. S3 credentials: flags first, then the file, then the
-    /// environment (the flags exist for one-off use; they are visible in `ps`).
-    func open() throws -> any ObjectStore {
+    @Flag(name: .customLong("s3-credentials-from-environment"),
+          help: "Take the keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY even when a credentials file is named (set by the node plugin for volumes whose StorageClass supplies secrets).")
+    var s3CredentialsFromEnvironment = false
+
+    /// Opens the store with the credentials of ``credentials()``.
+    func open() throws -> any ObjectStore { try openScoped().base }
+
+    /// Opens the store, and for S3 the means to open it again under the keys a
+    /// CSI request's secrets carry.
+    func openScoped() throws -> CredentialScopedStores {
         let location = try location
-        guard case .s3 = location else { return try location.open() }
+        guard case .s3 = location else { return CredentialScopedStores(base: try location.open()) }
+        var endpoint: URL? = nil
+        if let s3Endpoint {
+            guard let url = URL(string: s3Endpoint), url.scheme != nil else {
+                throw ValidationError("--s3-endpoint must be a URL such as http://127.0.0.1:9000")
+            }
+            endpoint = url
+        }
+        let template = S3Configuration(bucket: "placeholder", endpoint: endpoint, region: s3Region,
+                                       pathStyle: s3PathStyle, credentials: try credentials())
+        return CredentialScopedStores(base: try location.open(s3: template)) { credentials in
+            var configuration = template
+            configuration.credentials = credentials
+            return try location.open(s3: configuration)
+        }
+    }
+
+    /// S3 credentials: flags first, then the file, then the environment (the
+    /// flags exist for one-off use; they are visible in `ps`).
+    /// `--s3-credentials-from-environment` puts the environment first.
+    func credentials() throws -> S3Credentials {
+        if s3CredentialsFromEnvironment {
+            guard let fromEnvironment = S3Credentials.fromEnvironment() else {
+                throw ValidationError("--s3-credentials-from-environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
+            }
+            return fromEnvironment
+        }
         var credentials: S3Credentials
         if let id = s3AccessKeyID, let secret = s3SecretAccessKey {
             credentials = S3Credentials(accessKeyID: id, secretAccessKey: secret)
@@ -56,16 +89,7 @@ struct StoreOptions: ParsableArguments {
             throw ValidationError("s3:// stores need credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or pass --s3-credentials-file")
         }
         if let id = s3AccessKeyID { credentials.accessKeyID = id }
-        var endpoint: URL? = nil
-        if let s3Endpoint {
-            guard let url = URL(string: s3Endpoint), url.scheme != nil else {
-                throw ValidationError("--s3-endpoint must be a URL such as http://127.0.0.1:9000")
-            }
-            endpoint = url
-        }
-        let template = S3Configuration(bucket: "placeholder", endpoint: endpoint, region: s3Region,
-                                       pathStyle: s3PathStyle, credentials: credentials)
-        return try location.open(s3: template)
+        return credentials
     }
 }
 
