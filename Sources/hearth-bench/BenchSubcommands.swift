@@ -7,6 +7,7 @@ enum BenchSubcommands {
         SchedulerBench.self,
         StoreBench.self,
         CSIBench.self,
+        SnapshotBench.self,
         RPCBenchServer.self,
     ]
 }
