@@ -176,12 +176,23 @@ extension VolumeFileSystem {
         }
         guard !uploads.isEmpty || lock.withLock({ !dirtyDirs.isEmpty }) else { return }
         trace("commit uploads \(uploads.map { ($0.ino, $0.chunks, $0.size, $0.work != nil) }) dirs \(lock.withLock { dirtyDirs })")
-        defer { for upload in uploads { if let work = upload.work { cache.close(work) } } }
+        // The commit's pins keep each working copy's fd open while its chunks are
+        // read; they go as soon as the uploads are done, so that step 3 can retire a
+        // working copy (adopt it as the clean copy, which needs the last pin) instead
+        // of dropping bytes that are then fetched again.
+        var pinned = true
+        func unpin() {
+            guard pinned else { return }
+            pinned = false
+            for upload in uploads { if let work = upload.work { cache.close(work) } }
+        }
+        defer { unpin() }
 
         // 2. Upload chunks and manifests (outside the lock).
         let manifests: [(UInt64, Manifest, ContentHash)]
         do {
             manifests = try uploadFiles(uploads)
+            unpin()
         } catch {
             lock.withLock {
                 for upload in uploads {

@@ -48,7 +48,24 @@ final class MountedVolume: @unchecked Sendable {
     /// Starts the daemon and waits until the mount answers.
     func start(extra: [String] = [], mountpoint mnt: String? = nil, cacheSize: String = "1GiB") throws {
         try start(arguments: ["mount", "--store", "file://" + store, volumeID, mnt ?? mountpoint, "--cache-dir", cacheDir,
-                              "--cache-size", cacheSize, "--commit-interval", "1s"] + extra, mountpoint: mnt)
+                              "--cache-size", cacheSize, "--commit-interval", "1s", "--stats-file", statsFile] + extra, mountpoint: mnt)
+    }
+
+    var statsFile: String { root + "/stats-\(mountpoint.hashValue & 0xffff).json" }
+
+    /// The daemon's counters now (SIGUSR1 makes it write `--stats-file`).
+    func stats() throws -> DaemonStats {
+        guard let pid else { throw HarnessError("no daemon") }
+        unlink(statsFile)
+        kill(pid, SIGUSR1)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let data = FileManager.default.contents(atPath: statsFile) {
+                return try JSONDecoder().decode(DaemonStats.self, from: data)
+            }
+            usleep(10_000)
+        }
+        throw HarnessError("daemon wrote no stats to \(statsFile)")
     }
 
     /// Starts the daemon with exactly `arguments` (the last is the mountpoint).
@@ -112,6 +129,27 @@ final class MountedVolume: @unchecked Sendable {
             return fields.count > 4 && fields[4] == path && line.contains(" - fuse")
         }
     }
+}
+
+/// What `hearth mount --stats-file` writes (the fields tests look at).
+struct DaemonStats: Decodable {
+    struct Backing: Decodable {
+        var registered: UInt64
+        var closed: UInt64
+        var failures: UInt64
+    }
+    struct Opens: Decodable {
+        var passthroughOpens: UInt64
+        var directOpens: UInt64
+        var cachedOpens: UInt64
+    }
+    var ops: [String: UInt64]
+    var passthroughNegotiated: Bool
+    var passthroughEnabled: Bool
+    var backing: Backing
+    var opens: Opens
+
+    func count(_ op: String) -> UInt64 { ops[op] ?? 0 }
 }
 
 struct HarnessError: Error, CustomStringConvertible {

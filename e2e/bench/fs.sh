@@ -13,15 +13,22 @@ SIZE=${FS_BENCH_SIZE:-512m}
 RUNTIME=${FS_BENCH_RUNTIME:-10}
 FILES=${FS_BENCH_FILES:-10000}
 
+# The hearth column runs with passthrough (the default, --passthrough auto); a second
+# daemon with --passthrough off (kernel writeback cache, every read and write through
+# the daemon) gives the "hearth-nopt" column. FS_BENCH_NOPT=0 leaves it out.
+NOPT=${FS_BENCH_NOPT:-1}
+
 cleanup() {
   [ -n "${HPID:-}" ] && kill "$HPID" 2>/dev/null && wait "$HPID" 2>/dev/null || true
+  [ -n "${WPID:-}" ] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
   fusermount3 -u "$WORK/bindfs" 2>/dev/null || umount -l "$WORK/bindfs" 2>/dev/null || true
   umount -l "$WORK/hearth" 2>/dev/null || true
+  umount -l "$WORK/nopt" 2>/dev/null || true
 }
 trap cleanup EXIT
 cleanup
 rm -rf "$WORK"
-mkdir -p "$WORK"/{native,bindfs,hearth,store,cache}
+mkdir -p "$WORK"/{native,bindfs,hearth,store,cache,nopt,store-nopt,cache-nopt}
 
 # The volume is created with hearth-bench (next to the hearth binary): the CLI's
 # volume verbs belong to another area and the store layout is all we need.
@@ -31,6 +38,14 @@ VOL=$("$BENCH" fs --create-volume bench --store-dir "$WORK/store" --capacity $((
   --commit-interval 5s ${HEARTH_MOUNT_ARGS:-} "$VOL" "$WORK/hearth" >"$WORK/hearth.log" 2>&1 &
 HPID=$!
 for _ in $(seq 100); do mountpoint -q "$WORK/hearth" && break; sleep 0.1; done
+if [ "$NOPT" = 1 ]; then
+  VOL2=$("$BENCH" fs --create-volume bench --store-dir "$WORK/store-nopt" --capacity $((100 << 30)))
+  "$HEARTH" mount --store "file://$WORK/store-nopt" --cache-dir "$WORK/cache-nopt" --cache-size 20GiB \
+    --commit-interval 5s --passthrough off ${HEARTH_MOUNT_ARGS:-} "$VOL2" "$WORK/nopt" >"$WORK/nopt.log" 2>&1 &
+  WPID=$!
+  for _ in $(seq 100); do mountpoint -q "$WORK/nopt" && break; sleep 0.1; done
+  mkdir -p "$WORK/nopt/fio"
+fi
 bindfs --no-allow-other "$WORK/native" "$WORK/bindfs" 2>/dev/null || bindfs "$WORK/native" "$WORK/bindfs"
 mkdir -p "$WORK/native/fio" "$WORK/hearth/fio"
 
@@ -76,8 +91,9 @@ fio_run() { # dir rw bs jobs
 }
 
 # Lay the fio files out once per target (so reads hit cached, committed data).
+TARGETS="native hearth"; [ "$NOPT" = 1 ] && TARGETS="$TARGETS nopt"
 for jobs in 1 4; do
-  for t in native hearth; do
+  for t in $TARGETS; do
     d="$WORK/$t/fio"; [ $t = native ] || true
     fio --name=b --directory="$d" --rw=write --bs=1m --size="$SIZE" --numjobs=$jobs --invalidate=0 \
       --output-format=terse >/dev/null 2>&1
@@ -86,7 +102,7 @@ done
 sync
 
 declare -a ROWS
-row() { ROWS+=("$1|$2|$3|$4"); }
+row() { ROWS+=("$1|$2|$3|$4|${5:--}"); }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
 
 for spec in "read 1m" "write 1m" "randread 4k" "randwrite 4k"; do
@@ -95,7 +111,8 @@ for spec in "read 1m" "write 1m" "randread 4k" "randwrite 4k"; do
     n=$(fio_run "$WORK/native/fio" "$1" "$2" $jobs)
     b=$(fio_run "$WORK/bindfs/fio" "$1" "$2" $jobs)
     h=$(fio_run "$WORK/hearth/fio" "$1" "$2" $jobs)
-    row "fio $1 $2 x$jobs (MiB/s)" "$n" "$b" "$h"
+    w=-; [ "$NOPT" = 1 ] && w=$(fio_run "$WORK/nopt/fio" "$1" "$2" $jobs)
+    row "fio $1 $2 x$jobs (MiB/s)" "$n" "$b" "$h" "$w"
   done
 done
 
@@ -125,16 +142,19 @@ PY
 read -r nm nf <<<"$(meta "$WORK/native")"
 read -r bm bf <<<"$(meta "$WORK/bindfs")"
 read -r hm hf <<<"$(meta "$WORK/hearth")"
-row "create+stat+unlink $FILES (s)" "$nm" "$bm" "$hm"
-row "find $FILES (s)" "$nf" "$bf" "$hf"
+wm=-; wf=-; [ "$NOPT" = 1 ] && read -r wm wf <<<"$(meta "$WORK/nopt")"
+row "create+stat+unlink $FILES (s)" "$nm" "$bm" "$hm" "$wm"
+row "find $FILES (s)" "$nf" "$bf" "$hf" "$wf"
 
-printf '%-34s %10s %10s %10s %12s %12s\n' "benchmark" "native" "bindfs" "hearth" "hearth/nat" "hearth/bfs"
+# hearth = passthrough (auto); hearth-nopt = --passthrough off (writeback cache).
+printf '%-34s %10s %10s %10s %12s %12s %12s\n' "benchmark" "native" "bindfs" "hearth" "hearth/nat" "hearth/bfs" "hearth-nopt"
 for r in "${ROWS[@]}"; do
-  IFS='|' read -r name n b h <<<"$r"
+  IFS='|' read -r name n b h w <<<"$r"
   if [[ $name == *"(s)"* ]]; then
-    printf '%-34s %10s %10s %10s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")x" "$(ratio "$h" "$b")x"
+    printf '%-34s %10s %10s %10s %12s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")x" "$(ratio "$h" "$b")x" "$w"
   else
-    printf '%-34s %10s %10s %10s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")" "$(ratio "$h" "$b")"
+    printf '%-34s %10s %10s %10s %12s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")" "$(ratio "$h" "$b")" "$w"
   fi
 done
 echo "(throughput rows: ratio > 1 is faster; time rows: ratio < 1 is faster)"
+grep -q "passthrough disabled" "$WORK/hearth.log" && echo "warning: the hearth daemon disabled passthrough: $(grep 'passthrough disabled' "$WORK/hearth.log")"

@@ -1,0 +1,195 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// FUSE passthrough on real mounts: whether the kernel or the daemon served the I/O
+/// is read from the daemon's op counters (`--stats-file`), the bytes from the mount
+/// and, after a remount on a cold cache, from the store.
+@Suite("FUSE passthrough", .serialized)
+struct PassthroughTests {
+    /// Writes `bytes` to `name` through the mount, commits, and restarts the daemon
+    /// on the same (now warm) cache.
+    private func committedFile(_ v: MountedVolume, _ name: String, _ bytes: [UInt8]) throws {
+        try writeFile(v.path(name), bytes, sync: true)
+        try v.stop()
+        try v.start()
+    }
+
+    @Test func fullyCachedFileIsReadByTheKernelAlone() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        let bytes = patternBytes(6 << 20 + 4321, seed: 21)
+        try committedFile(v, "whole", bytes)
+        let before = try v.stats()
+        #expect(before.passthroughNegotiated, "this kernel (6.18) offers FUSE_PASSTHROUGH and tests run as root")
+        #expect(try readFile(v.path("whole")) == bytes)
+        // A second reader and a reader with O_DIRECT semantics aside, same answer.
+        #expect(try readFile(v.path("whole")) == bytes)
+        let after = try v.stats()
+        #expect(after.count("read") == before.count("read"), "the daemon saw \(after.count("read") - before.count("read")) READs")
+        #expect(after.opens.passthroughOpens >= before.opens.passthroughOpens + 2)
+        #expect(after.backing.registered >= 1 && after.backing.failures == 0)
+        #expect(after.backing.registered == after.backing.closed, "every backing id is closed on release")
+        try v.stop()
+    }
+
+    @Test func partlyCachedFileIsServedByTheDaemonUntilComplete() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        let bytes = patternBytes(8 << 20, seed: 22)
+        try writeFile(v.path("part"), bytes, sync: true)
+        try v.stop()
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        // Cold cache: the first megabyte only.
+        let head = try sh("dd if=\(v.path("part")) of=/dev/null bs=1M count=1 status=none")
+        #expect(head.status == 0, "\(head.output)")
+        let s0 = try v.stats()
+        // Partly cached: the open is not passthrough, the daemon serves (and fetches).
+        // A second descriptor opened meanwhile must not fail either (io modes).
+        let fd = open(v.path("part"), O_RDONLY)
+        #expect(fd >= 0)
+        #expect(try readFile(v.path("part")) == bytes)
+        close(fd)
+        let s1 = try v.stats()
+        #expect(s1.count("read") > s0.count("read"))
+        #expect(s1.opens.cachedOpens >= s0.opens.cachedOpens + 2)
+        // Now complete: the next open is passthrough and sends no READ.
+        _ = try sh("echo 3 > /proc/sys/vm/drop_caches")
+        #expect(try readFile(v.path("part")) == bytes)
+        let s2 = try v.stats()
+        #expect(s2.count("read") == s1.count("read"))
+        #expect(s2.opens.passthroughOpens > s1.opens.passthroughOpens)
+        try v.stop()
+    }
+
+    @Test func passthroughWritesAreCommittedWithTheRightBytes() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        var expected = patternBytes(3 << 20 + 777, seed: 23)
+        let s0 = try v.stats()
+        try writeFile(v.path("new"), expected)
+        // Overwrite in the middle, then append on a second descriptor (pwrite on an
+        // O_APPEND descriptor appends on Linux, so not the same one).
+        let patch = patternBytes(10_000, seed: 24)
+        let fd = open(v.path("new"), O_RDWR)
+        #expect(fd >= 0)
+        #expect(patch.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 1 << 20) } == patch.count)
+        expected.replaceSubrange((1 << 20)..<((1 << 20) + patch.count), with: patch)
+        let tail = patternBytes(5000, seed: 25)
+        let afd = open(v.path("new"), O_WRONLY | O_APPEND)
+        #expect(tail.withUnsafeBytes { write(afd, $0.baseAddress, $0.count) } == tail.count)
+        close(afd)
+        expected += tail
+        // getattr reflects the backing file while the kernel writes it.
+        var st = stat()
+        #expect(fstat(fd, &st) == 0 && Int(st.st_size) == expected.count)
+        close(fd)
+        #expect(stat(v.path("new"), &st) == 0 && Int(st.st_size) == expected.count)
+        let s1 = try v.stats()
+        #expect(s1.count("write") == s0.count("write"), "passthrough writes never reach the daemon")
+        #expect(try readFile(v.path("new")) == expected)
+
+        // A write open of a committed, cached file: a working copy, passthrough again.
+        try committedFile(v, "old", patternBytes(2 << 20, seed: 26))
+        var old = patternBytes(2 << 20, seed: 26)
+        let ofd = open(v.path("old"), O_WRONLY)
+        let small = patternBytes(4096, seed: 27)
+        #expect(small.withUnsafeBytes { pwrite(ofd, $0.baseAddress, $0.count, 12345) } == small.count)
+        old.replaceSubrange(12345..<(12345 + small.count), with: small)
+        close(ofd)
+
+        // The commit on close and on unmount; a cold cache reads only from the store.
+        try v.stop()
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        #expect(try readFile(v.path("new")) == expected)
+        #expect(try readFile(v.path("old")) == old)
+        try v.stop()
+    }
+
+    @Test func sharedMmapStoresAreTakenByFsync() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        var expected = patternBytes(1 << 20, seed: 28)
+        try writeFile(v.path("mapped"), expected)
+        let fd = open(v.path("mapped"), O_RDWR)
+        #expect(fd >= 0)
+        let map = mmap(nil, expected.count, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        #expect(map != MAP_FAILED)
+        if let map, map != MAP_FAILED {
+            let bytes = map.assumingMemoryBound(to: UInt8.self)
+            for i in stride(from: 0, to: expected.count, by: 4096) {
+                bytes[i] = 0xA5
+                expected[i] = 0xA5
+            }
+            #expect(msync(map, expected.count, MS_SYNC) == 0)
+            #expect(fsync(fd) == 0)
+            munmap(map, expected.count)
+        }
+        close(fd)
+        try v.stop()
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        #expect(try readFile(v.path("mapped")) == expected)
+        try v.stop()
+    }
+
+    @Test func readersAndAWriterOfOneFileAllSucceed() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        let original = patternBytes(2 << 20, seed: 29)
+        try committedFile(v, "shared", original)
+        // A reader holds a passthrough open on the clean copy; a writer then opens the
+        // same inode: the kernel demands the same backing id, so the writer's I/O
+        // goes through the daemon (FOPEN_DIRECT_IO) and no open fails.
+        let reader = open(v.path("shared"), O_RDONLY)
+        #expect(reader >= 0)
+        let writer = open(v.path("shared"), O_RDWR)
+        #expect(writer >= 0, "open for write next to a passthrough reader: \(String(cString: strerror(errno)))")
+        let patch = patternBytes(8192, seed: 30)
+        #expect(patch.withUnsafeBytes { pwrite(writer, $0.baseAddress, $0.count, 4096) } == patch.count)
+        var back = [UInt8](repeating: 0, count: patch.count)
+        #expect(back.withUnsafeMutableBytes { pread(writer, $0.baseAddress, $0.count, 4096) } == patch.count)
+        #expect(back == patch)
+        close(writer)
+        close(reader)
+        var expected = original
+        expected.replaceSubrange(4096..<(4096 + patch.count), with: patch)
+        // Every open closed: the next open sees the new bytes (the working copy).
+        #expect(try readFile(v.path("shared")) == expected)
+        let s = try v.stats()
+        #expect(s.opens.directOpens >= 1)
+        #expect(s.backing.registered == s.backing.closed)
+        try v.stop()
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        #expect(try readFile(v.path("shared")) == expected)
+        try v.stop()
+    }
+
+    @Test func passthroughOffServesEverythingThroughTheDaemon() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start(extra: ["--passthrough", "off"])
+        let bytes = patternBytes(1 << 20, seed: 31)
+        try writeFile(v.path("f"), bytes, sync: true)
+        try v.stop()
+        try v.start(extra: ["--passthrough", "off"])
+        let s0 = try v.stats()
+        #expect(!s0.passthroughNegotiated)
+        #expect(try readFile(v.path("f")) == bytes)
+        let s1 = try v.stats()
+        #expect(s1.count("read") > s0.count("read"))
+        #expect(s1.backing.registered == 0)
+        try v.stop()
+    }
+}
