@@ -3,17 +3,30 @@ import Foundation
 import FoundationNetworking
 #endif
 
-/// moto's S3 server on a free 127.0.0.1 port, for the S3 end-to-end run.
+/// An S3 server on a free 127.0.0.1 port for the end-to-end runs: moto by
+/// default; rclone's, which checks SigV4 keys strictly, where keys matter.
 struct S3TestServer {
     let process: Process
     let port: Int
     var endpoint: String { "http://127.0.0.1:\(port)" }
 
     static func start() async throws -> S3TestServer {
+        try await start { ["moto_server", "-H", "127.0.0.1", "-p", "\($0)"] }
+    }
+
+    /// rclone serving `root` (each directory a bucket), accepting only `keys`
+    /// (access key id, secret).
+    static func rclone(root: String, keys: [(String, String)]) async throws -> S3TestServer {
+        try await start { port in
+            ["rclone", "serve", "s3", "--addr", "127.0.0.1:\(port)", root] + keys.flatMap { ["--auth-key", "\($0),\($1)"] }
+        }
+    }
+
+    static func start(_ command: (Int) -> [String]) async throws -> S3TestServer {
         let port = try freeTCPPort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
+        process.arguments = command(port)
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
@@ -21,11 +34,11 @@ struct S3TestServer {
         let giveUp = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < giveUp {
             if (try? await server.request("GET", "/")) != nil { return server }
-            guard process.isRunning else { throw E2EError("moto_server exited; is it installed (pip install 'moto[server]')?") }
+            guard process.isRunning else { throw E2EError("\(command(port)[0]) exited; is it installed (.ci/setup)?") }
             try await Task.sleep(for: .milliseconds(100))
         }
         server.stop()
-        throw E2EError("moto_server did not answer on port \(port)")
+        throw E2EError("\(command(port)[0]) did not answer on port \(port)")
     }
 
     /// moto accepts unsigned requests unless told otherwise: enough to make a bucket.
