@@ -37,7 +37,7 @@ extension ControllerService {
         try Require.present(request.snapshotID, "snapshot_id")
         guard Require.looksLikeID(request.snapshotID) else { return Csi_V1_DeleteSnapshotResponse() }
         if let record = try? await catalog.snapshot(request.snapshotID), let group = record.groupID {
-            throw RPCError(.invalidArgument, "snapshot \(record.id) belongs to group snapshot \(group); delete the group instead")
+            throw RPCError(.failedPrecondition, "snapshot \(record.id) belongs to group snapshot \(group); delete the group instead")
         }
         try await catalog.deleteSnapshot(request.snapshotID)
         return Csi_V1_DeleteSnapshotResponse()

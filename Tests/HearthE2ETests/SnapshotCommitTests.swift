@@ -19,10 +19,107 @@ final class SnapshotCommitTests: XCTestCase {
         await c.stop()
     }
 
-    func scenario(_ c: LocalCluster) async throws {
+    func testGroupSnapshotHoldsWhatWasWrittenToEveryMember() async throws {
+        let store = FileManager.default.temporaryDirectory.path + "/hearth-e2e-store-\(UUID().uuidString.prefix(8))"
+        let c = try await LocalCluster(storeArguments: ["--store", "file://\(store)"], commitPort: try freeTCPPort())
+        do {
+            try await groupScenario(c)
+        } catch {
+            XCTFail("\(error)\n\(c.logs())")
+        }
+        await c.stop()
+    }
+
+    /// Two volumes of one application written together (a record to each in
+    /// turn, never closed or fsync'd), one group snapshot: every member holds
+    /// every record written to it before the call, and restores read back.
+    func groupScenario(_ c: LocalCluster) async throws {
+        let capability = Self.capability
+        var targets: [String] = [], ids: [String] = []
+        for name in ["pvc-data", "pvc-log"] {
+            var create = Csi_V1_CreateVolumeRequest()
+            create.name = name
+            create.capacityRange.requiredBytes = 64 << 20
+            create.volumeCapabilities = [capability]
+            create.parameters = ["commitInterval": "1h"]
+            let volume = try await c.controllerCall("CreateVolume", create, as: Csi_V1_CreateVolumeResponse.self).volume
+            let context = try await c.publish(volume.volumeID, capability)
+            let staging = c.kubelet + "/staging/\(volume.volumeID)"
+            try await c.stage(volume.volumeID, staging, capability, context)
+            let target = c.kubelet + "/pods/app/\(name)"
+            try await c.nodePublish(volume.volumeID, staging, target, capability, readOnly: false)
+            targets.append(target)
+            ids.append(volume.volumeID)
+        }
+        let fds = targets.map { open($0 + "/journal", O_WRONLY | O_CREAT | O_APPEND, 0o644) }
+        guard fds.allSatisfy({ $0 >= 0 }) else { throw E2EError("open journals: \(String(cString: strerror(errno)))") }
+        let writer = Task.detached { () -> Int in
+            var n = 0
+            while !Task.isCancelled {
+                let line = Array(String(format: "record %08d\n", n).utf8)
+                for fd in fds { guard write(fd, line, line.count) == line.count else { return n } }
+                n += 1
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+            return n
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let before = try targets.map { try XCTUnwrap(FileManager.default.contents(atPath: $0 + "/journal")) }
+        var request = Csi_V1_CreateVolumeGroupSnapshotRequest()
+        request.name = "group-app"
+        request.sourceVolumeIds = ids
+        let group = try await c.controller.call("/csi.v1.GroupController/CreateVolumeGroupSnapshot", request,
+                                                as: Csi_V1_CreateVolumeGroupSnapshotResponse.self, timeout: .seconds(60)).groupSnapshot
+        writer.cancel()
+        let written = await writer.value
+        for fd in fds { close(fd) }
+        XCTAssertGreaterThan(written, 10, "the writer kept writing through the group snapshot")
+        XCTAssertEqual(group.snapshots.count, 2)
+        XCTAssertTrue(group.readyToUse)
+
+        for (index, id) in ids.enumerated() {
+            let member = try XCTUnwrap(group.snapshots.first { $0.sourceVolumeID == id })
+            XCTAssertEqual(member.groupSnapshotID, group.groupSnapshotID)
+            var restore = Csi_V1_CreateVolumeRequest()
+            restore.name = "restore-\(index)"
+            restore.capacityRange.requiredBytes = 64 << 20
+            restore.volumeCapabilities = [capability]
+            restore.volumeContentSource.snapshot.snapshotID = member.snapshotID
+            let restored = try await c.controllerCall("CreateVolume", restore, as: Csi_V1_CreateVolumeResponse.self).volume
+            let context = try await c.publish(restored.volumeID, capability)
+            let staging = c.kubelet + "/staging/\(restored.volumeID)"
+            try await c.stage(restored.volumeID, staging, capability, context)
+            let pinned = try XCTUnwrap(FileManager.default.contents(atPath: staging + "/journal"))
+            XCTAssertGreaterThanOrEqual(pinned.count, before[index].count, "member \(index) lost data written before the call")
+            XCTAssertEqual(pinned.prefix(before[index].count), before[index])
+            XCTAssertEqual(pinned.count % 16, 0, "member \(index) holds whole records")
+        }
+        // A member cannot be deleted on its own; the group deletes them all.
+        var deleteMember = Csi_V1_DeleteSnapshotRequest()
+        deleteMember.snapshotID = group.snapshots[0].snapshotID
+        do {
+            _ = try await c.controllerCall("DeleteSnapshot", deleteMember, as: Csi_V1_DeleteSnapshotResponse.self)
+            XCTFail("a group member was deleted alone")
+        } catch let error as RPCError {
+            XCTAssertEqual(error.code, .failedPrecondition, error.message)
+        }
+        var delete = Csi_V1_DeleteVolumeGroupSnapshotRequest()
+        delete.groupSnapshotID = group.groupSnapshotID
+        _ = try await c.controller.call("/csi.v1.GroupController/DeleteVolumeGroupSnapshot", delete,
+                                        as: Csi_V1_DeleteVolumeGroupSnapshotResponse.self, timeout: .seconds(60))
+        let left = try await c.controllerCall("ListSnapshots", Csi_V1_ListSnapshotsRequest(), as: Csi_V1_ListSnapshotsResponse.self)
+        XCTAssertTrue(left.entries.isEmpty)
+    }
+
+    static var capability: Csi_V1_VolumeCapability {
         var capability = Csi_V1_VolumeCapability()
         capability.mount = Csi_V1_VolumeCapability.MountVolume()
         capability.accessMode.mode = .singleNodeWriter
+        return capability
+    }
+
+    func scenario(_ c: LocalCluster) async throws {
+        let capability = Self.capability
         var create = Csi_V1_CreateVolumeRequest()
         create.name = "pvc-commit"
         create.capacityRange.requiredBytes = 64 << 20

@@ -71,4 +71,31 @@ struct SnapshotLifetimeTests {
             #expect(try await store.listAll(prefix: "trees/").isEmpty, "trees left after deleting all in \(order)")
         }
     }
+
+    @Test(arguments: Backend.allCases)
+    func cloneOfACloneIsO1AndCopyOnWrite(_ backend: Backend) async throws {
+        let store = try await backend.makeStore()
+        let catalog = Catalog(store)
+        let source = try await catalog.createVolume(name: "src", capacityBytes: 1 << 20)
+        let root = try await GarbageCollectionTests.commitFiles(catalog, volume: source.id, seed: 7, files: 2)
+        let objectsBefore = try await store.listAll(prefix: "").count
+        let first = try await catalog.createVolume(name: "clone-1", capacityBytes: 1 << 20, source: .volume(source.id))
+        let second = try await catalog.createVolume(name: "clone-2", capacityBytes: 1 << 20, source: .volume(first.id))
+        // O(1): records only (volume, name index, head per clone), no data objects copied.
+        let added = try await store.listAll(prefix: "").count - objectsBefore
+        #expect(added <= 8, "a clone wrote \(added) objects")
+        #expect(try await catalog.heads.read(second.id).head.rootHash == root)
+        // Writes to the middle clone and to the source reach neither the other clones nor the source.
+        let firstRoot = try await GarbageCollectionTests.commitFiles(catalog, volume: first.id, seed: 8, files: 1)
+        _ = try await GarbageCollectionTests.commitFiles(catalog, volume: source.id, seed: 9, files: 1)
+        #expect(try await catalog.heads.read(second.id).head.rootHash == root)
+        #expect(try await catalog.heads.read(first.id).head.rootHash == firstRoot)
+        try await catalog.deleteVolume(source.id)
+        try await catalog.deleteVolume(first.id)
+        _ = try await GarbageCollector(store, grace: .zero).run()
+        let reader = VolumeReader(content: catalog.content, root: root)
+        for i in 0..<2 {
+            #expect(try await reader.read("/d/f\(i)") == testBytes(4096 * 2 + 100, seed: 7 * 1000 + UInt64(i)))
+        }
+    }
 }
