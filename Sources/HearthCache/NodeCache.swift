@@ -19,7 +19,9 @@ import Glibc
 /// - `work/<volume>/<name>` — working copies of files being written (dirty data),
 ///   never evicted.
 ///
-/// Eviction is LRU by chunk over clean files that no one has open; it runs when the
+/// Eviction is LRU by chunk over clean files that no daemon on the node has open
+/// (open files hold a shared flock; eviction skips files it cannot lock
+/// exclusively), so no hole is punched under a reader or a passthrough open; it runs when the
 /// bytes present exceed `limitBytes` and goes down to 90% of it. Dirty data and open
 /// files are never evicted, so the cache may exceed its limit while they need it.
 public final class NodeCache: Sendable {
@@ -95,6 +97,10 @@ public final class NodeCache: Sendable {
             let path = objectPath(key)
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw CacheIOError(errno) }
+            // Shared lock while open: the cache directory is shared by every daemon on
+            // the node, and another daemon's eviction must not punch holes in a file
+            // this one reads (or the kernel reads for it, in passthrough).
+            _ = flock(fd, LOCK_SH)
             let mapFD = open(path + ".map", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             guard mapFD >= 0 else {
                 Glibc.close(fd)
@@ -281,8 +287,23 @@ public final class NodeCache: Sendable {
             let candidates = lru.chunks.filter { lru.open[$0.key.file] == nil }.sorted { $0.value.lastUse < $1.value.lastUse }
             var count = 0
             var byFile: [ContentHash: [Int]] = [:]
+            // Files this process does not have open may be open in another daemon
+            // (shared lock, see openClean): those are skipped, never punched.
+            var locked: [ContentHash: Int32] = [:]
+            var busy = Set<ContentHash>()
+            defer { for fd in locked.values where fd >= 0 { Glibc.close(fd) } }
             for (key, value) in candidates {
                 if lru.used + lru.workingBytes <= target { break }
+                if busy.contains(key.file) { continue }
+                if locked[key.file] == nil {
+                    let fd = open(objectPath(key.file), O_RDWR | O_CLOEXEC)
+                    if fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0 {
+                        Glibc.close(fd)
+                        busy.insert(key.file)
+                        continue
+                    }
+                    locked[key.file] = fd
+                }
                 byFile[key.file, default: []].append(Int(key.index))
                 lru.chunks[key] = nil
                 lru.used -= value.bytes
@@ -290,7 +311,7 @@ public final class NodeCache: Sendable {
             }
             for (file, indexes) in byFile {
                 let path = objectPath(file)
-                let fd = open(path, O_RDWR | O_CLOEXEC)
+                let fd = locked[file] ?? -1
                 let mapFD = open(path + ".map", O_RDWR | O_CLOEXEC)
                 for index in indexes {
                     var zero: UInt8 = 0
@@ -300,7 +321,6 @@ public final class NodeCache: Sendable {
                         _ = hearth_punch_hole(fd, Int64(index * chunkSize), Int64(chunkSize))
                     }
                 }
-                if fd >= 0 { Glibc.close(fd) }
                 if mapFD >= 0 { Glibc.close(mapFD) }
                 if !lru.chunks.keys.contains(where: { $0.file == file }) {
                     unlink(path)
