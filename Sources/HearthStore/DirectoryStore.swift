@@ -28,8 +28,8 @@ import Darwin
 public struct DirectoryStore: ObjectStore {
     /// The directory holding `objects/`, `tmp/` and `locks/`.
     public let root: URL
-    private let objectsPath: String
-    private let tmpPath: String
+    let objectsPath: String
+    let tmpPath: String
     private let locksPath: String
     private static let lockStripes = 64
     /// Content written by ``putContent(_:data:)`` and not yet flushed; shared by
@@ -45,6 +45,7 @@ public struct DirectoryStore: ObjectStore {
         for path in [self.root.path, objectsPath, tmpPath, locksPath] {
             try Self.makeDirectories(path)
         }
+        removeAbandonedTempFiles()
     }
 
     // MARK: ObjectStore
@@ -95,7 +96,7 @@ public struct DirectoryStore: ObjectStore {
     /// Linux is capped near the core count (no kernel feedback about blocked
     /// threads), which limited parallel uploads to two fsyncs in flight. Overlapping
     /// fsyncs lets the file system commit them as one journal transaction.
-    private func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         let queue = Self.ioQueues[Self.nextQueue.wrappingAdd(1, ordering: .relaxed).oldValue & (Self.ioQueues.count - 1)]
         return try await withCheckedThrowingContinuation { continuation in
             queue.async {
@@ -112,7 +113,7 @@ public struct DirectoryStore: ObjectStore {
     private func syncPutContent(_ key: String, data: Data) throws {
         try ObjectKey.validate(key)
         var st = stat()
-        if stat(objectsPath + "/" + key, &st) == 0 { return }  // durable already
+        if stat(objectsPath + "/" + key, &st) == 0, freshenIfOld(key, st) { return }  // durable already
         if pending.entries.withLock({ $0[key] != nil }) { return }
         let (tmp, fd) = try createTempFile()
         defer { close(fd) }

@@ -205,33 +205,50 @@ public struct GarbageCollector: Sendable {
                 progress(MaintenanceProgress(phase: "sweep \(kind.rawValue)", done: report.reachableObjects + doomed.count))
             } while token != nil
         }
-        report.deletedObjects = doomed.count
-        report.deletedBytes = doomed.reduce(0) { $0 + $1.size }
-        if !dryRun {
-            try await delete(doomed.map(\.key))
+        // Heads that moved while we listed may reach objects that looked
+        // unreachable: mark from the new roots and spare what they reach.
+        let newRoots = Set(try await marker.roots()).subtracting(roots)
+        if !newRoots.isEmpty {
+            let late = try await marker.mark(from: Array(newRoots), continueOnError: false)
+            doomed.removeAll { info in
+                ObjectKind.allCases.contains { kind in
+                    info.key.hasPrefix(kind.rawValue + "/") && kind.hash(fromKey: info.key).map { late.contains(kind, $0) } == true
+                }
+            }
+        }
+        if dryRun {
+            report.deletedObjects = doomed.count
+            report.deletedBytes = doomed.reduce(0) { $0 + $1.size }
+        } else {
+            let deleted = try await delete(doomed, cutoff: cutoff)
+            report.deletedObjects = deleted.count
+            report.deletedBytes = deleted.reduce(0) { $0 + $1.size }
+            report.youngObjects += doomed.count - deleted.count
         }
         return report
     }
 
-    private func delete(_ keys: [String]) async throws {
+    /// Deletes what is still stale when its turn comes (a writer may have
+    /// freshened it since the listing); returns what was deleted.
+    private func delete(_ doomed: [ObjectInfo], cutoff: Date) async throws -> [ObjectInfo] {
         let objects = self.objects
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        return try await withThrowingTaskGroup(of: ObjectInfo?.self) { group in
             var next = 0
             var done = 0
-            while next < keys.count && next < parallelism {
-                let key = keys[next]
+            var deleted: [ObjectInfo] = []
+            func launch() {
+                let info = doomed[next]
                 next += 1
-                group.addTask { try await objects.delete(key) }
+                group.addTask { try await objects.deleteIfStale(info.key, cutoff: cutoff) ? info : nil }
             }
-            while try await group.next() != nil {
+            while next < doomed.count && next < parallelism { launch() }
+            while let outcome = try await group.next() {
+                if let outcome { deleted.append(outcome) }
                 done += 1
                 if done % 1000 == 0 { progress(MaintenanceProgress(phase: "delete", done: done)) }
-                if next < keys.count {
-                    let key = keys[next]
-                    next += 1
-                    group.addTask { try await objects.delete(key) }
-                }
+                if next < doomed.count { launch() }
             }
+            return deleted
         }
     }
 }

@@ -43,6 +43,15 @@ public protocol ObjectStore: Sendable {
     /// Makes every earlier ``putContent(_:data:)`` durable and visible to all.
     func flush() async throws
 
+    /// Makes an existing object's modification time now: a writer that reuses
+    /// an old content object (dedup) freshens it, so a collection whose grace
+    /// cutoff came before cannot take it. Throws ``StoreError/notFound(_:)``
+    /// when it is gone (then the writer stores it again).
+    func freshen(_ key: String) async throws
+
+    /// See the default implementation; backends override it to close the window.
+    func deleteIfStale(_ key: String, cutoff: Date) async throws -> Bool
+
     /// Deletes an object. Deleting an absent key succeeds (S3 semantics), so
     /// retried deletes and concurrent garbage collectors are harmless.
     func delete(_ key: String) async throws
@@ -54,16 +63,48 @@ public protocol ObjectStore: Sendable {
 }
 
 extension ObjectStore {
-    /// Backends whose writes are durable on return (S3) just create-if-absent.
+    /// Backends whose writes are durable on return (S3) just create-if-absent;
+    /// an object that exists already (same name, same bytes) is freshened when
+    /// it is older than ``freshenAfter``, so the collector leaves it alone.
     public func putContent(_ key: String, data: Data) async throws {
         do {
             try await put(key, data: data, condition: .ifAbsent)
         } catch StoreError.alreadyExists {
-            // Same name, same bytes.
+            do {
+                if try await head(key).lastModified < Date().addingTimeInterval(-ObjectStoreTiming.freshenAfter) {
+                    try await freshen(key)
+                }
+            } catch StoreError.notFound {
+                try await put(key, data: data, condition: .ifAbsent)  // collected meanwhile: store it again
+            }
         }
     }
 
+    /// Rewrites the object with its own bytes: for content objects the same
+    /// bytes under the same name, with a new modification time.
+    public func freshen(_ key: String) async throws {
+        try await put(key, data: try await get(key), condition: .none)
+    }
+
     public func flush() async throws {}
+
+    /// Deletes `key` only if nothing wrote or freshened it after `cutoff`;
+    /// returns whether it did. The collector's sweep deletes through this, so a
+    /// writer that reused an old unreachable chunk (and freshened it) between
+    /// the sweep's listing and its delete keeps it. Backends with an atomic
+    /// rename close the remaining window between the check and the delete
+    /// (``DirectoryStore``); S3 has only this check, a window of one request.
+    public func deleteIfStale(_ key: String, cutoff: Date) async throws -> Bool {
+        try await headThenDelete(key, cutoff: cutoff)
+    }
+
+    func headThenDelete(_ key: String, cutoff: Date) async throws -> Bool {
+        let info: ObjectInfo
+        do { info = try await head(key) } catch StoreError.notFound { return false }
+        guard info.lastModified <= cutoff else { return false }
+        try await delete(key)
+        return true
+    }
 
     /// Lists every key under `prefix`, following pages. For bounded prefixes only
     /// (records, tests); the garbage collector pages explicitly.
@@ -198,4 +239,11 @@ public enum ObjectKey {
         let trimmed = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
         try validate(trimmed.isEmpty ? "x" : trimmed)
     }
+}
+
+/// How old a reused content object must be before a writer freshens it: far
+/// below any sensible collection grace (hours), far above a commit's length,
+/// so a busy writer does not freshen the same chunk again and again.
+public enum ObjectStoreTiming {
+    public static let freshenAfter: TimeInterval = 600
 }

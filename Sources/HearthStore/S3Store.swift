@@ -137,6 +137,23 @@ public struct S3Store: ObjectStore {
         }
     }
 
+    /// CopyObject onto itself with new metadata: the server rewrites the
+    /// modification time without the bytes crossing the network. A copy can
+    /// fail inside a 200 answer (the body then holds an `<Error>`).
+    public func freshen(_ key: String) async throws {
+        try ObjectKey.validate(key)
+        let source = "/\(configuration.bucket)/" + SigV4Signer.encode(configuration.prefix + key, keepSlash: true)
+        let response = try await request("PUT", key: key, headers: [
+            ("content-type", "application/octet-stream"),
+            ("x-amz-copy-source", source),
+            ("x-amz-metadata-directive", "REPLACE"),
+        ])
+        let xml = S3XML(response.body)
+        if let code = xml.first("Code") {
+            throw StoreError.unavailable("freshen \(key): \(code): \(xml.first("Message") ?? "")")
+        }
+    }
+
     public func delete(_ key: String) async throws {
         try ObjectKey.validate(key)
         do {

@@ -22,9 +22,18 @@ struct StoreCommand: AsyncParsableCommand {
         @Flag(help: "Report what would be deleted without deleting.")
         var dryRun = false
 
+        @Flag(help: "Allow a grace under 15m: safe only while nothing writes to the store.")
+        var unsafeShortGrace = false
+
         func run() async throws {
+            let grace = try Console.parseDuration(self.grace)
+            // Writers freshen a reused object only once it is 10 minutes old; a
+            // shorter grace could take one a writer is about to commit.
+            guard grace >= .seconds(900) || unsafeShortGrace else {
+                throw ValidationError("--grace \(self.grace) is under 15m: writers reusing old chunks could lose them; add --unsafe-short-grace if nothing writes now")
+            }
             let collector = GarbageCollector(
-                try options.open(), grace: try Console.parseDuration(grace), dryRun: dryRun,
+                try options.open(), grace: grace, dryRun: dryRun,
                 progress: { Console.progress("\($0.phase): \($0.done)") })
             let report = try await collector.run()
             Console.endProgress()
