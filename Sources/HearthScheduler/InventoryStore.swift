@@ -5,10 +5,17 @@ import Synchronization
 /// forgotten `ttl` after it arrived (soft state: a node that dies or loses its
 /// network stops attracting pods after one TTL, and no one has to clean up).
 ///
-/// Built for the scoring hot path: reports are indexed by volume, so scoring a pod
-/// touches only the nodes that cache one of its volumes, never the whole cluster.
-/// A `Mutex`, not an actor: lookups are short and synchronous, and scoring
-/// thousands of nodes must not hop executors.
+/// Built for the scoring hot path (kube-scheduler gives an extender milliseconds for
+/// 5,000 nodes), so everything a prioritize call needs is prepared when reports
+/// arrive, not per request:
+/// - node names are interned to small integer ids once per report, so summing a
+///   pod's volumes per node touches integer-keyed entries, never node strings;
+/// - each volume keeps its entries by node id and its size (the largest logical or
+///   cached figure any live report gives), recomputed only after it changed;
+/// - expiry is a sweep that runs only when the oldest report can have expired, so a
+///   lookup never filters entries by time and every stored entry is live.
+/// A `Mutex`, not an actor: lookups are short and synchronous, and scoring thousands
+/// of nodes must not hop executors.
 public final class InventoryStore: Sendable {
     /// A node's entry for one volume, as the extender uses it.
     public struct Entry: Sendable, Hashable {
@@ -19,30 +26,51 @@ public final class InventoryStore: Sendable {
         public var reportedAt: ContinuousClock.Instant
     }
 
-    /// One volume's entries as of one instant: a view that hides expired ones.
-    public struct LiveEntries: Sendable {
-        let entries: [String: Entry]
-        let cutoff: ContinuousClock.Instant
+    /// One volume's cached bytes on a list of candidate nodes.
+    public struct Locality: Sendable, Hashable {
+        /// The volumes' sizes summed (each at least its store size, see ``locality(of:on:)``).
+        public var totalBytes: Int64
+        /// Bytes cached per candidate, by the candidate's index; each volume's
+        /// contribution clamped to the volume's size.
+        public var cachedBytes: [Int64]
+    }
 
-        /// Upper bound of the live count (expired entries included); sizes work plans.
-        public var storedCount: Int { entries.count }
+    /// A node's entry without the parts shared by the whole report (name, time).
+    private struct Slot {
+        var cachedBytes: Int64
+        var logicalBytes: Int64
+        var writer: Bool
+    }
 
-        public subscript(node: String) -> Entry? {
-            guard let entry = entries[node], entry.reportedAt > cutoff else { return nil }
-            return entry
-        }
+    private struct Volume {
+        var entries: [Int32: Slot] = [:]
+        /// max(logical, cached) over `entries`; nil after a change (recomputed lazily).
+        var maxBytes: Int64? = 0
 
-        public func forEach(_ body: (Entry) -> Void) {
-            for entry in entries.values where entry.reportedAt > cutoff { body(entry) }
+        mutating func size() -> Int64 {
+            if let maxBytes { return maxBytes }
+            var size: Int64 = 0
+            for slot in entries.values { size = max(size, slot.logicalBytes, slot.cachedBytes) }
+            maxBytes = size
+            return size
         }
     }
 
+    private struct Node {
+        var name: String
+        var reportedAt: ContinuousClock.Instant
+        var volumes: [String]
+    }
+
     private struct State {
-        /// node → (time of its report, the volume ids it listed)
-        var nodes: [String: (at: ContinuousClock.Instant, volumes: [String])] = [:]
-        /// volume id → node → entry
-        var byVolume: [String: [String: Entry]] = [:]
-        var lastSweep: ContinuousClock.Instant?
+        var ids: [String: Int32] = [:]
+        /// By id; nil for a free id.
+        var nodes: [Node?] = []
+        var freeIDs: [Int32] = []
+        var volumes: [String: Volume] = [:]
+        /// No live report is older than this (a lower bound; exact after a sweep).
+        var oldest: ContinuousClock.Instant?
+        var liveNodes = 0
     }
 
     public let ttl: Duration
@@ -59,69 +87,130 @@ public final class InventoryStore: Sendable {
     public func record(_ report: InventoryReport) {
         let at = now()
         state.withLock { state in
-            Self.removeNode(report.node, from: &state)
-            var volumes: [String] = []
-            volumes.reserveCapacity(report.volumes.count)
+            Self.expire(before: at - ttl, in: &state)
+            let id = Self.remove(report.node, from: &state) ?? Self.allocate(report.node, in: &state)
+            var listed: [String] = []
+            listed.reserveCapacity(report.volumes.count)
             for volume in report.volumes {
-                let entry = Entry(node: report.node, cachedBytes: max(0, volume.cachedBytes),
-                                  logicalBytes: max(0, volume.logicalBytes), writer: volume.writer, reportedAt: at)
-                if state.byVolume[volume.volumeID, default: [:]].updateValue(entry, forKey: report.node) == nil {
-                    volumes.append(volume.volumeID)
-                }
+                let slot = Slot(cachedBytes: max(0, volume.cachedBytes), logicalBytes: max(0, volume.logicalBytes),
+                                writer: volume.writer)
+                let previous = state.volumes[volume.volumeID, default: Volume()].entries.updateValue(slot, forKey: id)
+                state.volumes[volume.volumeID]?.maxBytes = nil
+                if previous == nil { listed.append(volume.volumeID) }
             }
-            state.nodes[report.node] = (at, volumes)
+            state.nodes[Int(id)] = Node(name: report.node, reportedAt: at, volumes: listed)
+            state.liveNodes += 1
+            state.oldest = min(state.oldest ?? at, at)
         }
-        // A sweep walks every node; a quarter TTL between sweeps keeps memory bounded
-        // without making each of thousands of reports pay for it.
-        let due = state.withLock { state in
-            if let last = state.lastSweep, at - last < ttl / 4 { return false }
-            state.lastSweep = at
-            return true
-        }
-        if due { sweep() }
     }
 
     /// The live entries for `volumeID`, keyed by node.
     public func entries(for volumeID: String) -> [String: Entry] {
         let cutoff = now() - ttl
         return state.withLock { state in
-            guard let entries = state.byVolume[volumeID] else { return [:] }
-            return entries.filter { $0.value.reportedAt > cutoff }
+            Self.expire(before: cutoff, in: &state)
+            guard let volume = state.volumes[volumeID] else { return [:] }
+            var result: [String: Entry] = [:]
+            for (id, slot) in volume.entries {
+                guard let node = state.nodes[Int(id)] else { continue }
+                result[node.name] = Entry(node: node.name, cachedBytes: slot.cachedBytes, logicalBytes: slot.logicalBytes,
+                                          writer: slot.writer, reportedAt: node.reportedAt)
+            }
+            return result
         }
     }
 
-    /// Several volumes' entries in one lock acquisition, without copying (the
-    /// scoring path: a volume cached on thousands of nodes must not be re-hashed
-    /// per request). Expired entries are still inside; ``LiveEntries`` skips them.
-    public func liveEntries(for volumeIDs: [String]) -> [LiveEntries] {
+    /// How much of `volumes` each of `candidates` caches, in one lock acquisition.
+    ///
+    /// A volume's size is the largest of `storeBytes` (the store's figure, when
+    /// known) and every live report's logical and cached bytes: a node may hold data
+    /// not yet committed, and no node can cache more than the volume holds, so a
+    /// share never exceeds 100% and a stale store size never inflates one.
+    /// Cost: one hash of each candidate's name plus one pass over the volumes'
+    /// entries, whatever the number of volumes.
+    public func locality(of volumes: [(id: String, storeBytes: Int64?)], on candidates: [String]) -> Locality {
         let cutoff = now() - ttl
         return state.withLock { state in
-            volumeIDs.map { LiveEntries(entries: state.byVolume[$0] ?? [:], cutoff: cutoff) }
+            Self.expire(before: cutoff, in: &state)
+            var total: Int64 = 0
+            var perNode: [Int64]? = nil
+            for (id, storeBytes) in volumes {
+                guard state.volumes[id] != nil else {
+                    total += max(0, storeBytes ?? 0)
+                    continue
+                }
+                let size = max(storeBytes ?? 0, state.volumes[id]!.size())
+                total += size
+                if perNode == nil { perNode = [Int64](repeating: 0, count: state.nodes.count) }
+                for (node, slot) in state.volumes[id]!.entries where slot.cachedBytes > 0 {
+                    perNode![Int(node)] += min(slot.cachedBytes, size)
+                }
+            }
+            guard let perNode else { return Locality(totalBytes: total, cachedBytes: [Int64](repeating: 0, count: candidates.count)) }
+            let ids = state.ids
+            return Locality(totalBytes: total, cachedBytes: candidates.map { name in
+                ids[name].map { perNode[Int($0)] } ?? 0
+            })
         }
     }
 
     /// Nodes with a live report.
     public var liveNodeCount: Int {
         let cutoff = now() - ttl
-        return state.withLock { state in state.nodes.values.count { $0.at > cutoff } }
+        return state.withLock { state in
+            Self.expire(before: cutoff, in: &state)
+            return state.liveNodes
+        }
     }
 
-    /// Drops expired reports. Called after every report; lookups never return
-    /// expired entries whether or not a sweep ran.
+    /// Drops expired reports now. Never needed for correctness (every lookup expires
+    /// what it must first); kept for callers that want memory back at a given time.
     public func sweep() {
         let cutoff = now() - ttl
-        state.withLock { state in
-            for (node, entry) in state.nodes where entry.at <= cutoff {
-                Self.removeNode(node, from: &state)
-            }
-        }
+        state.withLock { state in Self.expire(before: cutoff, in: &state) }
     }
 
-    private static func removeNode(_ node: String, from state: inout State) {
-        guard let previous = state.nodes.removeValue(forKey: node) else { return }
-        for id in previous.volumes {
-            state.byVolume[id]?.removeValue(forKey: node)
-            if state.byVolume[id]?.isEmpty == true { state.byVolume.removeValue(forKey: id) }
+    /// Removes every report made at or before `cutoff`. O(1) unless one can have
+    /// expired (the oldest report's bound has passed); then one pass over the nodes.
+    private static func expire(before cutoff: ContinuousClock.Instant, in state: inout State) {
+        guard let oldest = state.oldest, oldest <= cutoff else { return }
+        var newOldest: ContinuousClock.Instant?
+        for index in state.nodes.indices {
+            guard let node = state.nodes[index] else { continue }
+            if node.reportedAt <= cutoff {
+                _ = remove(node.name, from: &state)
+                state.nodes[index] = nil
+                state.ids[node.name] = nil
+                state.freeIDs.append(Int32(index))
+            } else {
+                newOldest = min(newOldest ?? node.reportedAt, node.reportedAt)
+            }
         }
+        state.oldest = newOldest
+    }
+
+    /// Removes `name`'s entries, keeping its id (returned) for a report that follows.
+    private static func remove(_ name: String, from state: inout State) -> Int32? {
+        guard let id = state.ids[name], let node = state.nodes[Int(id)] else { return nil }
+        for volumeID in node.volumes {
+            state.volumes[volumeID]?.entries[id] = nil
+            state.volumes[volumeID]?.maxBytes = nil
+            if state.volumes[volumeID]?.entries.isEmpty == true { state.volumes[volumeID] = nil }
+        }
+        state.nodes[Int(id)]?.volumes = []
+        state.liveNodes -= 1
+        return id
+    }
+
+    private static func allocate(_ name: String, in state: inout State) -> Int32 {
+        let id: Int32
+        if let free = state.freeIDs.popLast() {
+            id = free
+        } else {
+            id = Int32(state.nodes.count)
+            state.nodes.append(nil)
+        }
+        state.ids[name] = id
+        return id
     }
 }

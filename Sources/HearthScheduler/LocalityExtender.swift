@@ -38,21 +38,15 @@ public struct LocalityExtender: Sendable {
         public var unresolvable: [String: String]
     }
 
-    /// How much of the pod's volumes each node caches.
-    public struct Locality: Sendable {
-        public var totalBytes: Int64
-        public var cachedBytes: [String: Int64]
-
-        public func cached(on node: String) -> Int64 { cachedBytes[node] ?? 0 }
-    }
-
     /// Scores every candidate 0...10. Pods without claims answer without any lookup.
     public func prioritize(pod: Pod, nodes: [String]) async -> [HostPriority] {
         let volumes = pod.claims.isEmpty ? [] : await hearthVolumes(of: pod)
         guard !volumes.isEmpty else { return nodes.map { HostPriority(host: $0, score: 0) } }
         let locality = locality(of: volumes, on: nodes)
-        let priorities = nodes.map {
-            HostPriority(host: $0, score: Scoring.score(cachedBytes: locality.cached(on: $0), totalBytes: locality.totalBytes))
+        var priorities: [HostPriority] = []
+        priorities.reserveCapacity(nodes.count)
+        for (node, cached) in zip(nodes, locality.cachedBytes) {
+            priorities.append(HostPriority(host: node, score: Scoring.score(cachedBytes: cached, totalBytes: locality.totalBytes)))
         }
         metrics?.scoresGiven(priorities)
         return priorities
@@ -95,8 +89,8 @@ public struct LocalityExtender: Sendable {
                 continue
             }
             if let requirement, let locality,
-               !Scoring.meets(requirement.minimumShare, cachedBytes: locality.cached(on: node), totalBytes: locality.totalBytes) {
-                let have = Scoring.percent(cachedBytes: locality.cached(on: node), totalBytes: locality.totalBytes)
+               !Scoring.meets(requirement.minimumShare, cachedBytes: locality.cachedBytes[index], totalBytes: locality.totalBytes) {
+                let have = Scoring.percent(cachedBytes: locality.cachedBytes[index], totalBytes: locality.totalBytes)
                 let want = Scoring.percent(cachedBytes: Int64((requirement.minimumShare * 1000).rounded()), totalBytes: 1000)
                 outcome.failed[node] = "node caches \(have) of the pod's Hearth volume bytes; \(LocalityRequirement.annotation) asks for \(want)"
                 continue
@@ -148,39 +142,9 @@ public struct LocalityExtender: Sendable {
         return volumes
     }
 
-    /// Bytes of `volumes` per node. A volume's size is the largest of the store's
-    /// figure and every live report's logical and cached bytes (a node may hold data
-    /// not yet committed; no node can cache more than the volume holds), so a share
-    /// never exceeds 100% and a stale store size never inflates one.
-    public func locality(of volumes: [PodVolume], on nodes: [String]) -> Locality {
-        let live = inventory.liveEntries(for: volumes.map(\.volumeID))
-        var sizes: [Int64] = []
-        var total: Int64 = 0
-        for (volume, entries) in zip(volumes, live) {
-            var size = volume.logicalBytes ?? 0
-            entries.forEach { size = max(size, $0.logicalBytes, $0.cachedBytes) }
-            sizes.append(size)
-            total += size
-        }
-        // Sum per node from whichever side is smaller: the candidates' lookups, or
-        // the volumes' cache entries (a few nodes of a big cluster, or the reverse).
-        var cached: [String: Int64] = [:]
-        let stored = live.reduce(0) { $0 + $1.storedCount }
-        if nodes.count * volumes.count <= stored {
-            for node in nodes {
-                var bytes: Int64 = 0
-                for (index, entries) in live.enumerated() {
-                    if let entry = entries[node] { bytes += min(entry.cachedBytes, sizes[index]) }
-                }
-                if bytes > 0 { cached[node] = bytes }
-            }
-        } else {
-            for (index, entries) in live.enumerated() {
-                entries.forEach { entry in
-                    if entry.cachedBytes > 0 { cached[entry.node, default: 0] += min(entry.cachedBytes, sizes[index]) }
-                }
-            }
-        }
-        return Locality(totalBytes: total, cachedBytes: cached)
+    /// Bytes of `volumes` cached on each of `nodes` (by index), and the volumes'
+    /// total; see ``InventoryStore/locality(of:on:)`` for how sizes are taken.
+    public func locality(of volumes: [PodVolume], on nodes: [String]) -> InventoryStore.Locality {
+        inventory.locality(of: volumes.map { (id: $0.volumeID, storeBytes: $0.logicalBytes) }, on: nodes)
     }
 }

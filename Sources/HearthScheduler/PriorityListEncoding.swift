@@ -14,7 +14,11 @@ extension HostPriority {
             buffer.writeStaticString("{\"Host\":")
             writeJSONString(priority.host, into: &buffer)
             buffer.writeStaticString(",\"Score\":")
-            buffer.writeString(String(priority.score))
+            if (0...9).contains(priority.score) {
+                buffer.writeInteger(UInt8(ascii: "0") + UInt8(priority.score))  // no String per node
+            } else {
+                buffer.writeString(String(priority.score))
+            }
             buffer.writeInteger(UInt8(ascii: "}"))
         }
         buffer.writeInteger(UInt8(ascii: "]"))
@@ -25,7 +29,12 @@ extension HostPriority {
     /// everything else (UTF-8 included) as is.
     static func writeJSONString(_ string: String, into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(ascii: "\""))
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        // Node names never need escaping: one copy instead of a write per byte.
+        if !string.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
+            buffer.writeString(string)
+            buffer.writeInteger(UInt8(ascii: "\""))
+            return
+        }
         for byte in string.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -33,12 +42,16 @@ extension HostPriority {
                 buffer.writeInteger(byte)
             case 0..<0x20:
                 buffer.writeStaticString("\\u00")
-                buffer.writeInteger(hex[Int(byte >> 4)])
-                buffer.writeInteger(hex[Int(byte & 0xf)])
+                buffer.writeInteger(hexDigit(byte >> 4))
+                buffer.writeInteger(hexDigit(byte & 0xf))
             default:
                 buffer.writeInteger(byte)
             }
         }
         buffer.writeInteger(UInt8(ascii: "\""))
+    }
+
+    private static func hexDigit(_ value: UInt8) -> UInt8 {
+        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
     }
 }

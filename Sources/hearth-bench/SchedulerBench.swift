@@ -11,7 +11,8 @@ import NIOCore
 /// on 127.0.0.1, one request at a time from a real client, pods with 8 Hearth
 /// volumes, 100 / 1,000 / 5,000 candidate nodes, both the `NodeNames` and the
 /// `Nodes` form. Target: p99 < 5 ms at 5,000 nodes with NodeNames. Also prints the
-/// p50 of scoring alone (no HTTP, no JSON) and of decoding the NodeNames request.
+/// p50 of scoring alone (no HTTP, no JSON) and of parsing the NodeNames request as
+/// the server does.
 struct SchedulerBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scheduler", abstract: "Extender prioritize p50/p99 for 100-5,000 nodes, NodeNames and Nodes forms.")
@@ -66,8 +67,8 @@ struct SchedulerBench: AsyncParsableCommand {
             // The scoring alone (no HTTP, no JSON): what the extender adds beyond transport.
             let podValue = try JSONDecoder().decode(ExtenderArgs<NodeName>.self, from: Data(byNames.utf8)).pod!
             let scoring = try await Self.measure(requests) { _ = await extender.prioritize(pod: podValue, nodes: nodes) }
-            let namesData = Data(byNames.utf8)
-            let decoding = try await Self.measure(requests) { _ = try JSONDecoder().decode(ExtenderArgs<NodeName>.self, from: namesData) }
+            let namesBuffer = ByteBuffer(string: byNames)
+            let decoding = try await Self.measure(requests) { _ = try SchedulerHTTP.prioritizeArguments(namesBuffer) }
             for (form, body, runs) in [("NodeNames", byNames, requests), ("Nodes", byNodes, nodesFormRequests)] {
                 let bytes = ByteBuffer(string: body)
                 let stats = try await Self.measure(runs) {
