@@ -88,7 +88,7 @@ let package = Package(
             name: "hearth",
             dependencies: [
                 "HearthRPC", "HearthCSI", "HearthStore", "HearthFS", "HearthFUSE", "HearthCache",
-                "HearthScheduler", "HearthInventory",
+                "HearthScheduler", "HearthInventory", "HearthMounts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -170,6 +170,14 @@ for rendered in sorted(glob.glob(os.path.join(out, "*.yaml"))):
             for path in ("/dev/fuse", "/var/lib/kubelet", "/var/lib/hearth/cache", "/var/lib/hearth/run"):
                 check(path in host, f"{name}: node plugin lacks hostPath {path}")
             check({"node-driver-registrar", "liveness-probe"} <= set(cs), f"{name}: node sidecars")
+            # Inventory reports reach the scheduler's Service with the Secret's token.
+            check(any(a.startswith("--inventory-url=http://hearth-scheduler.kube-system.svc:8889") for a in args),
+                  f"{name}: node reports inventory to the hearth-scheduler Service")
+            token_args = [a.split("=", 1)[1] for a in args if a.startswith("--inventory-token-file=")]
+            token_mounts = [m["mountPath"] for m in hearth.get("volumeMounts", [])
+                            if volumes.get(m["name"], {}).get("secret", {}).get("secretName") == "hearth-inventory-token"]
+            check(len(token_args) == 1 and any(token_args[0].startswith(p + "/") for p in token_mounts),
+                  f"{name}: --inventory-token-file must lie in the mounted hearth-inventory-token Secret")
         sched = by_kind.get("ConfigMap", {}).get("hearth-scheduler-config")
         check(sched is not None, f"{name}: no hearth-scheduler-config")
         if sched:

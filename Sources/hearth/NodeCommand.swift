@@ -106,9 +106,12 @@ struct NodeCommand: AsyncParsableCommand {
     @OptionGroup var serving: GRPCServingOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var node: NodeOptions
+    @OptionGroup var inventory: InventoryOptions
 
     func run() async throws {
         let logger = serving.logger("hearth.node")
+        let reporting = try inventory.start(node: node, store: store, logger: logger)
+        defer { reporting?.cancel() }
         let objects = try store.openScoped()
         let service = node.nodeService(store: store, objects: objects, logger: logger)
         try await service.register()
@@ -129,9 +132,12 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var serving: GRPCServingOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var node: NodeOptions
+    @OptionGroup var inventory: InventoryOptions
 
     func run() async throws {
         let logger = serving.logger("hearth.serve")
+        let reporting = try inventory.start(node: node, store: store, logger: logger)
+        defer { reporting?.cancel() }
         let objects = try store.openScoped()
         let nodeService = node.nodeService(store: store, objects: objects, logger: logger)
         try await nodeService.register()

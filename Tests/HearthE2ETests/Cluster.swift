@@ -22,7 +22,9 @@ final class LocalCluster {
 
     /// `storeArguments`: how both roles open the store (`--store ...`).
     /// `commitPort`: the node serves its commit endpoint there (snapshots commit first).
-    init(storeArguments: [String], environment: [String: String] = [:], commitPort: Int? = nil) async throws {
+    /// `nodeArguments`: more flags for `hearth node` (e.g. inventory reporting).
+    init(storeArguments: [String], environment: [String: String] = [:], commitPort: Int? = nil,
+         nodeArguments: [String] = []) async throws {
         directory = FileManager.default.temporaryDirectory.path + "/hearth-e2e-\(UUID().uuidString.prefix(8))"
         kubelet = directory + "/kubelet"
         try FileManager.default.createDirectory(atPath: kubelet, withIntermediateDirectories: true)
@@ -34,7 +36,7 @@ final class LocalCluster {
         processes.append(try Self.start(
             ["node", "--endpoint", "unix://\(nodeSocket)", "--node-id", nodeID, "--data-dir", directory + "/data",
              "--allowed-path", kubelet, "--cache-size", "256MiB", "--max-volumes", "8", "--log-level", "warning"]
-                + (commitPort.map { ["--control-listen", "127.0.0.1:\($0)"] } ?? []) + storeArguments,
+                + (commitPort.map { ["--control-listen", "127.0.0.1:\($0)"] } ?? []) + nodeArguments + storeArguments,
             log: directory + "/node.log", environment: environment))
         controller = RPCChannel(endpoint: .unix(path: controllerSocket))
         node = RPCChannel(endpoint: .unix(path: nodeSocket))

@@ -258,8 +258,9 @@ YAML
     kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded pod/writer --timeout=300s
     sum1=$(kubectl -n "$ns" logs writer | tail -n1)
     kubectl -n "$ns" delete pod writer --wait=true
-    # The VolumeAttachment goes away (the writer's lease ends) and the node's next
-    # inventory report (every 30 s, docs/scheduler.md) tells the extender what it caches.
+    # The VolumeAttachment goes away (the writer's lease ends). hearth-node reports to
+    # hearth-scheduler within a second of the unstage and every 30 s (--inventory-url,
+    # deploy/base/node.yaml): the volume stays in its report while its bytes are cached.
     for _ in $(seq 60); do
         [[ -z "$(kubectl get volumeattachments -o jsonpath='{.items[?(@.spec.nodeName=="'"$target"'")].metadata.name}')" ]] && break
         sleep 2
