@@ -64,6 +64,16 @@ let package = Package(
         .target(name: "HearthCache", dependencies: ["HearthStore", "CFuse"]),
         // One volume served over FUSE: namespace, inode table, write-back.
         .target(name: "HearthFS", dependencies: ["HearthFUSE", "HearthCache", "HearthStore"]),
+        // Prometheus /metrics of the CSI plugins: gRPC calls, daemons, FUSE.
+        .target(
+            name: "HearthMetrics",
+            dependencies: [
+                "HearthRPC",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // What a node caches, and the reporter `hearth node` uses to tell the extender.
         .target(
             name: "HearthInventory",
@@ -88,7 +98,7 @@ let package = Package(
             name: "hearth",
             dependencies: [
                 "HearthRPC", "HearthCSI", "HearthStore", "HearthFS", "HearthFUSE", "HearthCache",
-                "HearthScheduler", "HearthInventory", "HearthMounts",
+                "HearthScheduler", "HearthInventory", "HearthMetrics", "HearthMounts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

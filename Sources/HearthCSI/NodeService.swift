@@ -49,6 +49,9 @@ public struct NodeService: Sendable {
         self.logger = logger
     }
 
+    /// Every staged volume's daemon, for /metrics and people.
+    public var daemonStates: [DaemonSupervisor.State] { daemons.all }
+
     /// Makes the node known to the controller (NodeGetInfo's facts, in the store).
     public func register() async throws {
         let storeID = try await StoreIdentity.id(of: catalog.objects)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import HearthMetrics
 import HearthRPC
 import Logging
 
@@ -18,11 +19,15 @@ struct GRPCServingOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: "Serve Prometheus /metrics and /healthz on this host:port (e.g. 0.0.0.0:9808); off when unset.")
+    var metricsListen: String?
+
     func validate() throws {
         guard mode_t(socketMode, radix: 8) != nil else {
             throw ValidationError("--socket-mode must be octal, e.g. 600")
         }
         _ = try parsedEndpoint()
+        if let metricsListen { _ = try SchedulerCommand.hostPort(metricsListen, "--metrics-listen") }
     }
 
     func parsedEndpoint() throws -> RPCEndpoint {
@@ -37,8 +42,27 @@ struct GRPCServingOptions: ParsableArguments {
         return logger
     }
 
-    /// Serves `routes` until SIGTERM or SIGINT, then shuts down gracefully.
-    func serve(_ routes: RPCRoutes, logger: Logger) async throws {
+    /// Serves `routes` until SIGTERM or SIGINT, then shuts down gracefully;
+    /// with `--metrics-listen`, every call is counted and timed for /metrics,
+    /// which also shows what `extraMetrics` samples at scrape time.
+    func serve(_ routes: RPCRoutes, logger: Logger, extraMetrics: @escaping @Sendable () async -> String = { "" }) async throws {
+        var routes = routes
+        var metricsTask: Task<Void, Never>? = nil
+        if let metricsListen {
+            let metrics = PluginMetrics(extra: extraMetrics)
+            routes = metrics.instrument(routes)
+            let (host, port) = try SchedulerCommand.hostPort(metricsListen, "--metrics-listen")
+            metricsTask = Task {
+                do {
+                    try await MetricsServer.run(host: host, port: port, metrics: metrics, logger: logger) { bound in
+                        logger.info("metrics on \(host):\(bound)")
+                    }
+                } catch {
+                    logger.error("metrics server stopped: \(error)")
+                }
+            }
+        }
+        defer { metricsTask?.cancel() }
         var options = RPCServerOptions()
         options.socketMode = mode_t(socketMode, radix: 8) ?? 0o600
         let endpoint = try parsedEndpoint()

@@ -118,7 +118,7 @@ struct NodeCommand: AsyncParsableCommand {
         let commitEndpoint = try node.serveCommitEndpoint(service, logger: logger)
         var routes = IdentityService(roles: [.node]).routes
         routes.merge(service.routes)
-        try await serving.serve(routes, logger: logger)
+        try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(service))
         await commitEndpoint?.shutdown(grace: .seconds(5))
     }
 }
@@ -144,7 +144,7 @@ struct ServeCommand: AsyncParsableCommand {
         var routes = IdentityService(roles: [.controller, .groupController, .node]).routes
         routes.merge(controllerRoutes(objects, logger: logger, commits: LocalCommits(node: nodeService)))
         routes.merge(nodeService.routes)
-        try await serving.serve(routes, logger: logger)
+        try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(nodeService))
     }
 }
 

@@ -1,0 +1,21 @@
+import HearthCSI
+import HearthMetrics
+
+/// What a node's /metrics shows beside its gRPC calls: each staged volume's
+/// daemon, sampled at scrape time from the supervisor.
+enum NodeMetrics {
+    static func sampler(_ node: NodeService) -> @Sendable () async -> String {
+        {
+            let states = node.daemonStates.sorted { $0.volumeID < $1.volumeID }
+            var text = PrometheusText()
+            text.family("hearth_node_volumes_staged", type: "gauge", help: "Volumes staged on this node (one FUSE daemon each).",
+                        [([], Double(states.count))])
+            text.family("hearth_node_daemon_up", type: "gauge", help: "Whether the volume's FUSE daemon is running (1) or down (0).",
+                        states.map { ([("volume", $0.volumeID)], $0.running ? 1 : 0) })
+            text.family("hearth_node_daemon_restarts_total", type: "counter",
+                        help: "Times the volume's FUSE daemon died and was started again.",
+                        states.map { ([("volume", $0.volumeID)], Double($0.restarts)) })
+            return text.rendered
+        }
+    }
+}
