@@ -30,8 +30,13 @@ extension HostPriority {
     static func writeJSONString(_ string: String, into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(ascii: "\""))
         // Node names never need escaping: one copy instead of a write per byte.
-        if !string.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
-            buffer.writeString(string)
+        var string = string
+        let plain = string.withUTF8 { bytes in
+            guard !bytes.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else { return false }
+            buffer.writeBytes(bytes)
+            return true
+        }
+        if plain {
             buffer.writeInteger(UInt8(ascii: "\""))
             return
         }

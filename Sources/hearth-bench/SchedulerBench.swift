@@ -26,6 +26,9 @@ struct SchedulerBench: AsyncParsableCommand {
     @Option(help: "Hearth volumes per pod.")
     var volumes = 8
 
+    @Flag(help: "After each row, print the server's own prioritize latency histogram (cumulative over rows): tells the server's time from the client's and the transport's.")
+    var serverHistogram = false
+
     func run() async throws {
         var logger = Logger(label: "bench.scheduler")
         logger.logLevel = .critical
@@ -59,7 +62,7 @@ struct SchedulerBench: AsyncParsableCommand {
         print("prioritize, \(volumes) Hearth volumes per pod, every node in the inventory; server: hearth scheduler (Hummingbird) "
             + "on 127.0.0.1, client: AsyncHTTPClient, one request at a time; latency = request sent → response read")
         print(cell("nodes", 8) + cell("form", 11) + cell("body", 10) + cell("p50 ms", 9) + cell("p99 ms", 9)
-            + cell("max ms", 9) + cell("score ms", 10) + cell("decode ms", 11) + "target")
+            + cell("max ms", 9) + cell("score ms", 10) + cell("decode ms", 11) + cell("JSONDecoder ms", 16) + "target")
         for count in [100, 1000, 5000] {
             let nodes = Array(allNodes.prefix(count))
             let byNames = "{\"Pod\":\(pod),\"Nodes\":null,\"NodeNames\":[\(nodes.map { "\"\($0)\"" }.joined(separator: ","))]}"
@@ -69,6 +72,9 @@ struct SchedulerBench: AsyncParsableCommand {
             let scoring = try await Self.measure(requests) { _ = await extender.prioritize(pod: podValue, nodes: nodes) }
             let namesBuffer = ByteBuffer(string: byNames)
             let decoding = try await Self.measure(requests) { _ = try SchedulerHTTP.prioritizeArguments(namesBuffer) }
+            // What parsing cost before the scanner (JSONDecoder), for comparison.
+            let namesData = Data(byNames.utf8)
+            let foundation = try await Self.measure(requests) { _ = try JSONDecoder().decode(ExtenderArgs<NodeName>.self, from: namesData) }
             for (form, body, runs) in [("NodeNames", byNames, requests), ("Nodes", byNodes, nodesFormRequests)] {
                 let bytes = ByteBuffer(string: body)
                 let stats = try await Self.measure(runs) {
@@ -80,11 +86,16 @@ struct SchedulerBench: AsyncParsableCommand {
                     let answer = try await response.body.collect(upTo: 64 << 20)
                     guard response.status == .ok, answer.readableBytes > 2 else { throw CleanExit.message("prioritize failed: \(response.status)") }
                 }
+                if serverHistogram {
+                    let text = String(decoding: metrics.render(inventory: inventory), as: UTF8.self)
+                    print(text.split(separator: "\n").filter { $0.contains("request_duration") && $0.contains("prioritize") }.joined(separator: "\n"))
+                }
                 let target = form == "NodeNames" && count == 5000 ? (stats.p99 < 5 ? "p99 < 5 ms: met" : "p99 < 5 ms: MISSED") : ""
                 print(cell("\(count)", 8) + cell(form, 11) + cell(Self.size(body.utf8.count), 10)
                     + cell(String(format: "%.2f", stats.p50), 9) + cell(String(format: "%.2f", stats.p99), 9)
                     + cell(String(format: "%.2f", stats.max), 9) + cell(String(format: "%.3f", scoring.p50), 10)
-                    + cell(form == "NodeNames" ? String(format: "%.3f", decoding.p50) : "", 11) + target)
+                    + cell(form == "NodeNames" ? String(format: "%.3f", decoding.p50) : "", 11)
+                    + cell(form == "NodeNames" ? String(format: "%.3f", foundation.p50) : "", 16) + target)
             }
         }
     }
