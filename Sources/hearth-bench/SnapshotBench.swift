@@ -52,6 +52,10 @@ struct SnapshotBench: AsyncParsableCommand {
         let t0 = ContinuousClock.now
         try fill(mount + "/data.bin", mebibytes: mebibytes, alsoTo: native.map { $0 + "/data.bin" })
         let fillSeconds = (ContinuousClock.now - t0).microseconds / 1e6
+        // Records are fsync'd: measuring while the kernel still writes back
+        // gigabytes of the fill would time the disk queue, not the snapshot.
+        sync()
+        try await Task.sleep(for: .seconds(2))
 
         var snapshots: [Double] = [], restores: [Double] = [], stages: [Double] = []
         for run in 0..<repeats {
