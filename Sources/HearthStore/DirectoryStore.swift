@@ -120,6 +120,10 @@ public struct DirectoryStore: ObjectStore {
         do {
             try Self.writeFully(fd: fd, data: data, what: key)
             try stamp(fd: fd, after: nil)
+            // Start writeback now (POSIX_FADV_DONTNEED writes dirty pages
+            // asynchronously and cannot drop them meanwhile), so the disk works
+            // while later chunks are hashed and the flush's syncfs finds little left.
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
         } catch {
             unlink(tmp)
             throw error
