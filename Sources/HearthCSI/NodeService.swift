@@ -21,6 +21,9 @@ public struct NodeService: Sendable {
         public var paths: PathPolicy
         /// Where controllers reach this node's commit endpoint (`host:port`), if it serves one.
         public var address: String?
+        /// Empties the node cache of a volume's bytes (its `cachePolicy` is
+        /// `drop`) once its daemon has committed and stopped; returns the bytes.
+        public var dropCachedBytes: (@Sendable (_ volumeID: String) async throws -> Int64)?
         public init(nodeID: String, paths: PathPolicy) {
             self.nodeID = nodeID
             self.paths = paths
@@ -109,6 +112,7 @@ public struct NodeService: Sendable {
             do { try await daemons.stop(request.volumeID) } catch let error as DaemonError {
                 throw RPCError(.internal, error.description)
             }
+            await dropCacheIfAsked(request.volumeID)
         }
         // A mount left by a daemon from before a node plugin restart.
         if let entry = MountTable.mount(at: staging), entry.source == "hearth:\(request.volumeID)" {
@@ -116,6 +120,21 @@ public struct NodeService: Sendable {
         }
         logger.info("volume unstaged", metadata: ["id": "\(request.volumeID)", "path": "\(staging)"])
         return Csi_V1_NodeUnstageVolumeResponse()
+    }
+
+    /// `cachePolicy: drop` (read now: ControllerModifyVolume may have changed
+    /// it): the volume's cached bytes go at unstage. Best effort: the volume is
+    /// unstaged whatever happens here, and the cache evicts by LRU anyway.
+    func dropCacheIfAsked(_ volumeID: String) async {
+        guard let drop = settings.dropCachedBytes,
+              let record = try? await catalog.volume(volumeID),
+              record.parameters[VolumeParameters.cachePolicy] == "drop" else { return }
+        do {
+            let bytes = try await drop(volumeID)
+            logger.info("cache dropped", metadata: ["id": "\(volumeID)", "bytes": "\(bytes)"])
+        } catch {
+            logger.warning("cannot drop the volume's cached bytes: \(error)", metadata: ["id": "\(volumeID)"])
+        }
     }
 
     func publish(_ request: Csi_V1_NodePublishVolumeRequest) async throws -> Csi_V1_NodePublishVolumeResponse {

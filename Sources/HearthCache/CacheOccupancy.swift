@@ -59,9 +59,21 @@ public actor CacheOccupancy {
     /// no head any more (deleted): the caller stops reporting it.
     public func measure(_ volumeID: String) async throws -> Measurement {
         let head = try await heads.read(volumeID).head
-        guard let root = head.rootHash else { throw StoreError.corrupt(key: try VolumeHeads.key(volumeID), reason: "bad root") }
         var cached: Int64 = 0
+        for manifest in try await manifests(of: volumeID, head: head) {
+            cached += Self.presentBytes(directory: directory, manifest: manifest)
+        }
+        let dirty = Self.workingCopyBytes(directory: directory, volumeID: volumeID)
+        return Measurement(volumeID: volumeID, logicalBytes: head.logicalBytes, cachedBytes: cached + dirty, dirtyBytes: dirty)
+    }
+
+    /// The distinct non-empty file versions of the volume's committed tree.
+    func manifests(of volumeID: String, head known: VolumeHead? = nil) async throws -> [ContentHash] {
+        let head: VolumeHead
+        if let known { head = known } else { head = try await heads.read(volumeID).head }
+        guard let root = head.rootHash else { throw StoreError.corrupt(key: try VolumeHeads.key(volumeID), reason: "bad root") }
         var seen = Set<ContentHash>()
+        var result: [ContentHash] = []
         var pending = [root]
         var visited = Set<ContentHash>()
         while let tree = pending.popLast() {
@@ -69,11 +81,10 @@ public actor CacheOccupancy {
             let files = try await filesOf(tree)
             pending += files.subtrees
             for file in files.files where file.size > 0 && seen.insert(file.manifest).inserted {
-                cached += Self.presentBytes(directory: directory, manifest: file.manifest)
+                result.append(file.manifest)
             }
         }
-        let dirty = Self.workingCopyBytes(directory: directory, volumeID: volumeID)
-        return Measurement(volumeID: volumeID, logicalBytes: head.logicalBytes, cachedBytes: cached + dirty, dirtyBytes: dirty)
+        return result
     }
 
     private func filesOf(_ hash: ContentHash) async throws -> TreeFiles {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HearthCache
 import HearthCSI
 import HearthRPC
 import HearthStore
@@ -47,6 +48,8 @@ struct NodeOptions: ParsableArguments {
             nodeID: resolvedNodeID, paths: PathPolicy(roots: allowedPath.isEmpty ? ["/var/lib/kubelet"] : allowedPath))
         settings.maxVolumes = maxVolumes
         settings.address = advertisedAddress
+        let occupancy = CacheOccupancy(directory: dataDir + "/cache", objects: objects.base)
+        settings.dropCachedBytes = { volumeID in try await occupancy.drop(volumeID) }
         let daemons = DaemonSupervisor(launch: launch(store: options), logger: logger)
         return NodeService(settings: settings, stores: objects, daemons: daemons, logger: logger)
     }
