@@ -27,19 +27,23 @@ public struct ControllerService: Sendable {
     /// Free bytes in the backing store, when it has a bound (a directory's filesystem).
     let availableBytes: @Sendable () async -> Int64?
     let commitRequester: any CommitRequester
+    let snapshotWarnings: any SnapshotWarningSink
 
     public init(store: any ObjectStore, settings: Settings = Settings(), logger: Logger = Logger(label: "hearth.controller"),
                 commitRequester: any CommitRequester = NoCommitRequests(),
+                snapshotWarnings: any SnapshotWarningSink = LogOnlySnapshotWarnings(),
                 availableBytes: @escaping @Sendable () async -> Int64? = { nil }) {
         self.init(stores: CredentialScopedStores(base: store), settings: settings, logger: logger,
-                  commitRequester: commitRequester, availableBytes: availableBytes)
+                  commitRequester: commitRequester, snapshotWarnings: snapshotWarnings, availableBytes: availableBytes)
     }
 
     /// A controller whose requests may carry S3 keys in their CSI secrets.
     public init(stores: CredentialScopedStores, settings: Settings = Settings(), logger: Logger = Logger(label: "hearth.controller"),
                 commitRequester: any CommitRequester = NoCommitRequests(),
+                snapshotWarnings: any SnapshotWarningSink = LogOnlySnapshotWarnings(),
                 availableBytes: @escaping @Sendable () async -> Int64? = { nil }) {
         self.stores = stores
+        self.snapshotWarnings = snapshotWarnings
         catalog = Catalog(stores.base)
         publications = Publications(stores.base)
         nodes = NodeRegistry(stores.base)

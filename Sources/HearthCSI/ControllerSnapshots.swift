@@ -10,8 +10,9 @@ extension ControllerService {
     func createSnapshot(_ request: Csi_V1_CreateSnapshotRequest) async throws -> Csi_V1_CreateSnapshotResponse {
         try Require.present(request.name, "name")
         try Require.present(request.sourceVolumeID, "source_volume_id")
-        guard request.parameters.isEmpty else {
-            throw RPCError(.invalidArgument, "snapshot parameters are not supported (got \(request.parameters.keys.sorted()))")
+        let unknown = request.parameters.keys.filter { !SnapshotMetadata.keys.contains($0) }
+        guard unknown.isEmpty else {
+            throw RPCError(.invalidArgument, "snapshot parameters are not supported (got \(unknown.sorted()))")
         }
         if let existing = try await catalog.snapshot(named: request.name) {
             guard existing.sourceVolumeID == request.sourceVolumeID else {
@@ -25,7 +26,11 @@ extension ControllerService {
             throw RPCError(.notFound, "volume \(request.sourceVolumeID) does not exist")
         }
         _ = try await catalog.volume(request.sourceVolumeID)
-        await commitBeforeSnapshot(request.sourceVolumeID)
+        if let reason = await commitBeforeSnapshot(request.sourceVolumeID) {
+            await snapshotWarnings.pinnedLatestCommit(
+                SnapshotWarning(snapshotName: request.name, volumeID: request.sourceVolumeID, reason: reason,
+                                kubernetes: SnapshotMetadata(request.parameters)))
+        }
         let record = try await catalog.createSnapshot(name: request.name, sourceVolumeID: request.sourceVolumeID)
         logger.info("snapshot taken", metadata: ["id": "\(record.id)", "volume": "\(record.sourceVolumeID)", "root": "\(record.root)"])
         var response = Csi_V1_CreateSnapshotResponse()
@@ -98,10 +103,14 @@ extension ControllerService {
 
     /// Asks the node holding the volume's write lease to commit what it has
     /// written, within a bound; past it, the snapshot pins the latest commit.
-    func commitBeforeSnapshot(_ volumeID: String) async {
-        guard let writer = try? await publications.lease(volumeID).writer else { return }
+    /// Nil when the writer committed (or there is none); otherwise why the
+    /// snapshot pins the latest commit instead.
+    @discardableResult
+    func commitBeforeSnapshot(_ volumeID: String) async -> String? {
+        guard let writer = try? await publications.lease(volumeID).writer else { return nil }
         let outcome = await commitRequester.commit(volumeID: volumeID, node: writer)
         if let outcome { logger.notice("snapshot of \(volumeID) pins the latest commit: \(outcome)") }
+        return outcome
     }
 }
 

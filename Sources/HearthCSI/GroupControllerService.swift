@@ -63,7 +63,7 @@ public struct GroupControllerService: Sendable {
         }
         for id in request.sourceVolumeIds { _ = try await catalog.volume(id) }
         await withTaskGroup(of: Void.self) { group in
-            for id in request.sourceVolumeIds { group.addTask { await controller.commitBeforeSnapshot(id) } }
+            for id in request.sourceVolumeIds { group.addTask { _ = await controller.commitBeforeSnapshot(id) } }
         }
         let record = try await catalog.createGroupSnapshot(name: request.name, volumeIDs: request.sourceVolumeIds)
         controller.logger.info("group snapshot taken", metadata: ["id": "\(record.id)", "volumes": "\(record.sourceVolumeIDs)"])

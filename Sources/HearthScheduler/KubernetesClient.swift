@@ -86,8 +86,23 @@ public final class KubernetesClient: Sendable {
         }
     }
 
+    /// POSTs a JSON object to `path` (creating it); an error unless 2xx.
+    public func post(_ path: String, json body: Data) async throws {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "Accept", value: "application/json")
+        if let token = try token() { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let response = try await client.execute(request, timeout: .seconds(10))
+        let answer = try await response.body.collect(upTo: 1 << 20)
+        guard (200..<300).contains(response.status.code) else {
+            throw KubernetesError(status: Int(response.status.code), path: path, message: String(buffer: answer))
+        }
+    }
+
     /// Path segments are Kubernetes names (no `/`), but never trust that.
-    private static func escape(_ segment: String) -> String {
+    public static func escape(_ segment: String) -> String {
         segment.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._"))) ?? segment
     }
 }

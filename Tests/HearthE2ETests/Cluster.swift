@@ -22,16 +22,18 @@ final class LocalCluster {
 
     /// `storeArguments`: how both roles open the store (`--store ...`).
     /// `commitPort`: the node serves its commit endpoint there (snapshots commit first).
-    /// `nodeArguments`: more flags for `hearth node` (e.g. inventory reporting).
+    /// `nodeArguments`: more flags for `hearth node` (e.g. inventory reporting);
+    /// `controllerArguments`: more flags for `hearth controller`.
     init(storeArguments: [String], environment: [String: String] = [:], commitPort: Int? = nil,
-         nodeArguments: [String] = []) async throws {
+         nodeArguments: [String] = [], controllerArguments: [String] = []) async throws {
         directory = FileManager.default.temporaryDirectory.path + "/hearth-e2e-\(UUID().uuidString.prefix(8))"
         kubelet = directory + "/kubelet"
         try FileManager.default.createDirectory(atPath: kubelet, withIntermediateDirectories: true)
         let controllerSocket = directory + "/controller.sock"
         let nodeSocket = directory + "/node.sock"
         processes.append(try Self.start(
-            ["controller", "--endpoint", "unix://\(controllerSocket)", "--log-level", "warning"] + storeArguments,
+            ["controller", "--endpoint", "unix://\(controllerSocket)", "--log-level", "warning"] + storeArguments
+                + controllerArguments,
             log: directory + "/controller.log", environment: environment))
         processes.append(try Self.start(
             ["node", "--endpoint", "unix://\(nodeSocket)", "--node-id", nodeID, "--data-dir", directory + "/data",
