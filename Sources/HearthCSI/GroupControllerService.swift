@@ -45,8 +45,9 @@ public struct GroupControllerService: Sendable {
     func create(_ request: Csi_V1_CreateVolumeGroupSnapshotRequest) async throws -> Csi_V1_CreateVolumeGroupSnapshotResponse {
         try Require.present(request.name, "name")
         guard !request.sourceVolumeIds.isEmpty else { throw RPCError(.invalidArgument, "source_volume_ids is required") }
-        guard request.parameters.isEmpty else {
-            throw RPCError(.invalidArgument, "group snapshot parameters are not supported (got \(request.parameters.keys.sorted()))")
+        let unknown = request.parameters.keys.filter { !SnapshotMetadata.groupKeys.contains($0) }
+        guard unknown.isEmpty else {
+            throw RPCError(.invalidArgument, "group snapshot parameters are not supported (got \(unknown.sorted()))")
         }
         guard Set(request.sourceVolumeIds).count == request.sourceVolumeIds.count else {
             throw RPCError(.invalidArgument, "source_volume_ids names a volume twice")

@@ -6,6 +6,11 @@ public struct SnapshotMetadata: Sendable, Hashable {
     static let contentName = "csi.storage.k8s.io/volumesnapshotcontent/name"
     /// The only parameters CreateSnapshot accepts.
     static let keys: Set<String> = [name, namespace, contentName]
+    /// The same for CreateVolumeGroupSnapshot.
+    static let groupKeys: Set<String> = [
+        "csi.storage.k8s.io/volumegroupsnapshot/name", "csi.storage.k8s.io/volumegroupsnapshot/namespace",
+        "csi.storage.k8s.io/volumegroupsnapshotcontent/name",
+    ]
 
     public var snapshotName: String?
     public var snapshotNamespace: String?

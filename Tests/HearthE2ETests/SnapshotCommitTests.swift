@@ -68,6 +68,10 @@ final class SnapshotCommitTests: XCTestCase {
         var request = Csi_V1_CreateVolumeGroupSnapshotRequest()
         request.name = "group-app"
         request.sourceVolumeIds = ids
+        // What csi-snapshotter --extra-create-metadata adds.
+        request.parameters = ["csi.storage.k8s.io/volumegroupsnapshot/name": "app",
+                              "csi.storage.k8s.io/volumegroupsnapshot/namespace": "default",
+                              "csi.storage.k8s.io/volumegroupsnapshotcontent/name": "groupsnapcontent-1"]
         let group = try await c.controller.call("/csi.v1.GroupController/CreateVolumeGroupSnapshot", request,
                                                 as: Csi_V1_CreateVolumeGroupSnapshotResponse.self, timeout: .seconds(60)).groupSnapshot
         writer.cancel()
