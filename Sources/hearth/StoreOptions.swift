@@ -41,7 +41,8 @@ struct StoreOptions: ParsableArguments {
     }
 
     @Flag(name: .customLong("s3-credentials-from-environment"),
-          help: "Take the keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY even when a credentials file is named (set by the node plugin for volumes whose StorageClass supplies secrets).")
+          help: ArgumentHelp("Take the keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY even when a credentials file is named (set by the node plugin for volumes whose StorageClass supplies secrets).",
+                             visibility: .hidden))
     var s3CredentialsFromEnvironment = false
 
     /// Opens the store with the credentials of ``credentials()``.
