@@ -4,9 +4,10 @@ import Testing
 
 /// Issue 7's lifetimes: a volume, its snapshot, a volume restored from the
 /// snapshot and a clone of that restore share chunks. Whatever order they
-/// are deleted in, with a collection after every step, what is left reads
-/// back whole, and once everything is gone nothing of their data remains.
-@Suite("Snapshot lifetimes: every deletion order")
+/// are deleted in (all 24 on a directory, 8 on S3), with a collection after
+/// every step, what is left reads back whole, and once everything is gone
+/// nothing of their data remains.
+@Suite("Snapshot lifetimes: deletion orders")
 struct SnapshotLifetimeTests {
     enum Thing: String, CaseIterable, CustomStringConvertible {
         case volume, snapshot, restored, cloneOfRestored
@@ -24,10 +25,21 @@ struct SnapshotLifetimeTests {
         }
     }
 
+    /// All 24 orders on a directory; on S3 the 4 rotations and their reverses
+    /// (each thing deleted first once and last once), which keeps the shared
+    /// moto server responsive for the fault-injection tests running beside.
+    static func orders(for backend: Backend) -> [[Thing]] {
+        guard backend == .s3 else { return orders }
+        let all = Thing.allCases
+        let rotations = all.indices.map { Array(all[$0...] + all[..<$0]) }
+        return rotations + rotations.map { $0.reversed() }
+    }
+
     @Test(arguments: Backend.allCases)
-    func everyDeletionOrderKeepsTheRestWhole(_ backend: Backend) async throws {
+    func deletionOrdersKeepTheRestWhole(_ backend: Backend) async throws {
         #expect(Self.orders.count == 24)
-        for order in Self.orders {
+        #expect(Set(Self.orders(for: .s3).map { $0.first! }).count == 4)
+        for order in Self.orders(for: backend) {
             let store = try await backend.makeStore()
             let catalog = Catalog(store)
             let source = try await catalog.createVolume(name: "src", capacityBytes: 1 << 20)
