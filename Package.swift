@@ -117,7 +117,13 @@ let package = Package(
         // Runs the built `hearth` binary: controller and node processes, real FUSE mounts.
         .testTarget(name: "HearthE2ETests", dependencies: ["HearthRPC", "CSIProto", "hearth"]),
         .testTarget(name: "HearthStoreTests", dependencies: ["HearthStore"]),
-        .testTarget(name: "HearthFSTests", dependencies: ["HearthFS", "HearthFUSE", "HearthCache", "HearthStore"]),
+        .testTarget(
+            name: "HearthFSTests",
+            dependencies: [
+                "HearthFS", "HearthFUSE", "HearthCache", "HearthStore",
+                // TakeoverTests run daemons under the node plugin's supervisor and fd keeper.
+                "HearthCSI", .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "HearthSchedulerTests",
             dependencies: [

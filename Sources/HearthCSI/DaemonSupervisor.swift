@@ -24,6 +24,11 @@ public struct DaemonLaunch: Sendable {
     /// Variables every daemon gets on top of the node plugin's own environment
     /// (the plugin's S3 keys when it was given them as flags).
     public var environment: [String: String] = [:]
+    /// Where each daemon's fd keeper listens (`<dir>/<volume>.keeper`); nil: no
+    /// keeper, a daemon that dies leaves a dead mount that its successor replaces
+    /// (open files then fail). With a keeper, the successor takes the live FUSE
+    /// connection over and applications only see a pause (issue 8).
+    public var keeperDirectory: String?
 
     public init(executable: String, arguments: [String], logDirectory: String, controlDirectory: String? = nil) {
         self.executable = executable
@@ -56,9 +61,12 @@ public final class DaemonSupervisor: Sendable {
         var state: State
         var process: Process
         var stopping = false
+        /// Holds the daemon's /dev/fuse fd across its restarts (nil: no keeper).
+        let keeper: FDKeeper?
         /// Kept for restarts: the volume's own variables (S3 keys from its secrets).
         let environment: [String: String]
-        init(state: State, process: Process, environment: [String: String]) {
+        init(state: State, process: Process, environment: [String: String], keeper: FDKeeper?) {
+            self.keeper = keeper
             self.state = state
             self.process = process
             self.environment = environment
@@ -92,11 +100,24 @@ public final class DaemonSupervisor: Sendable {
             }
             if MountTable.isMountPoint(mountpoint) { return }
         }
-        let process = try spawn(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, extra: extraArguments,
+        var extraArguments = extraArguments
+        var keeper: FDKeeper?
+        if let dir = launch.keeperDirectory {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            keeper = try FDKeeper(socketPath: "\(dir)/\(volumeID).keeper")
+            extraArguments += ["--keeper-socket", "\(dir)/\(volumeID).keeper"]
+        }
+        let process: Process
+        do {
+            process = try spawn(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, extra: extraArguments,
                                 environment: environment)
+        } catch {
+            keeper?.close()
+            throw error
+        }
         let daemon = Daemon(
             state: State(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, pid: process.processIdentifier,
-                         restarts: 0, running: true), process: process, environment: environment)
+                         restarts: 0, running: true), process: process, environment: environment, keeper: keeper)
         daemons.withLock { $0[volumeID] = daemon }
         watch(daemon, extra: extraArguments)
         try await waitForMount(mountpoint, daemon: daemon)
@@ -163,6 +184,7 @@ public final class DaemonSupervisor: Sendable {
             if !daemon.process.isRunning && daemon.state.restarts == 0 {
                 let tail = logTail(daemon.state.volumeID)
                 daemons.withLock { $0[daemon.state.volumeID] = nil }
+                daemon.keeper?.close()
                 throw DaemonError(description: "the FUSE daemon for \(daemon.state.volumeID) exited: \(tail)")
             }
             try await Task.sleep(for: .milliseconds(20))
@@ -187,6 +209,9 @@ public final class DaemonSupervisor: Sendable {
             kill(process.processIdentifier, SIGKILL)
             while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
         }
+        // The daemon is gone: let go of its connection (a mount still there is
+        // detached next; with the fd closed too, the kernel then ends the session).
+        daemon.keeper?.close()
         if MountTable.isMountPoint(daemon.state.mountpoint) { try Mounts.unmount(daemon.state.mountpoint) }
         daemons.withLock { $0[volumeID] = nil }
         logger.info("daemon stopped", metadata: ["volume": "\(volumeID)", "status": "\(process.terminationStatus)"])

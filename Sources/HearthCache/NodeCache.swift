@@ -193,6 +193,39 @@ public final class NodeCache: Sendable {
         return file
     }
 
+    /// Reopens a working copy a previous daemon of this volume left (a takeover after
+    /// a crash): its chunks are present where the file has data (SEEK_DATA: written or
+    /// fetched chunks were stored with pwrite, never left as holes) and wherever the
+    /// committed version had no bytes (`committedSize`), so a hole there reads as the
+    /// zeros it is. Nil if the file is gone (retired into the cache after a commit).
+    public func reopenWorkingCopy(path: String, chunkSize: Int, committedSize: Int64) -> CacheFile? {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            Glibc.close(fd)
+            return nil
+        }
+        let size = Int64(st.st_size)
+        let count = Int((size + Int64(chunkSize) - 1) / Int64(chunkSize))
+        var map = [UInt8](repeating: 0, count: count)
+        for index in 0..<count {
+            let start = Int64(index) * Int64(chunkSize)
+            if start >= committedSize {
+                map[index] = 1
+                continue
+            }
+            let data = hearth_seek(fd, start, 1)
+            if data >= 0 && Int64(data) < start + Int64(chunkSize) { map[index] = 1 }
+        }
+        let file = CacheFile(path: path, fd: fd, mapFD: -1, key: nil, chunkSize: chunkSize, size: size, presence: map)
+        file.cache = self
+        file.pins = 1
+        let present = Int64(map.reduce(0) { $0 + Int($1) }) * Int64(chunkSize)
+        state.withLock { $0.workingBytes += present }
+        return file
+    }
+
     /// Turns a fully committed working copy into the clean cache file of the version it
     /// now equals (a rename, no copy), so the bytes just written stay cached.
     public func adopt(_ work: CacheFile, as key: ContentHash, manifest: Manifest) {

@@ -62,6 +62,7 @@ extension VolumeFileSystem {
                                                  chunkSize: chunkSize, base: node.clean)
             } catch { throw fuseError(error) }
             node.work = work
+            journalNode(node)
             return (work, node.manifest)
         }
     }
@@ -105,6 +106,7 @@ extension VolumeFileSystem {
             node.size = newSize
             node.mtimeNs = nowNs()
             markFileDirty(node)
+            journalNode(node)
         }
         cache.workingCopyGrew(by: 0)
     }
@@ -123,6 +125,7 @@ extension VolumeFileSystem {
         let handle = nextHandle
         nextHandle += 1
         fileHandles[handle] = FileHandle(ino: node.ino, mode: mode, writing: writing)
+        journal(JournalRecord(op: .open, ino: node.ino, fh: handle, handleMode: mode.journalCode, writing: writing, backing: backingID))
         return OpenReply(handle: handle, flags: openFlags, backingID: backingID)
     }
 
@@ -165,6 +168,8 @@ extension VolumeFileSystem {
             dir.ctimeNs = node.ctimeNs
             markTreeDirty(dir.ino)
             markFileDirty(node)
+            journalNode(node)
+            journal(.entry(dir.ino, name, node.ino))
             return (entry(node), openHandle(node, flags: flags))
         }
     }
@@ -229,7 +234,10 @@ extension VolumeFileSystem {
                 node.mode &= ~UInt32(0o6000)
                 markParentsDirty(node)
             }
-            if !dirtyFiles.contains(ino) { markFileDirty(node) }
+            if !dirtyFiles.contains(ino) {
+                markFileDirty(node)
+                journalNode(node)
+            }
         }
         if growth > 0 { cache.workingCopyGrew(by: growth) }
         return data.count
@@ -240,6 +248,7 @@ extension VolumeFileSystem {
     public func release(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, flags: UInt32) {
         let dirty: Bool = lock.withLock {
             let released = fileHandles.removeValue(forKey: handle)
+            journal(JournalRecord(op: .close, fh: handle))
             guard let node = nodes[ino] else { return false }
             switch released?.mode {
             case .cached: node.cachedOpens -= 1

@@ -78,6 +78,10 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     /// Files with a passthrough open on their working copy: the kernel writes them.
     var passthroughWriters = Set<UInt64>()
     var passthroughStats = PassthroughStats()
+    /// The takeover journal (see ``Journal``); nil unless the daemon has an fd keeper.
+    var journalLog: Journal?
+    /// This daemon took a live session over: handles it never issued may arrive.
+    var restoredSession = false
 
     struct FileHandle {
         var ino: UInt64
@@ -87,11 +91,14 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     }
 
     /// Opens the volume at its current head. Leftover working copies of a crashed
-    /// daemon are discarded: what was fsynced is in the store.
-    public static func open(_ objects: any ObjectStore, cache: NodeCache, config: VolumeConfiguration) async throws -> VolumeFileSystem {
+    /// daemon are discarded (what was fsynced is in the store), unless this daemon
+    /// takes the crashed one's session over (`keepWorkingCopies`): then they hold
+    /// what the applications wrote and ``restore(journalAt:)`` adopts them.
+    public static func open(_ objects: any ObjectStore, cache: NodeCache, config: VolumeConfiguration,
+                            keepWorkingCopies: Bool = false) async throws -> VolumeFileSystem {
         let heads = VolumeHeads(objects)
         let head = try await heads.read(config.volumeID)
-        cache.clearWorkingCopies(volume: config.volumeID)
+        if !keepWorkingCopies { cache.clearWorkingCopies(volume: config.volumeID) }
         return VolumeFileSystem(content: ContentStore(objects), heads: heads, cache: cache, config: config, head: head)
     }
 
@@ -279,6 +286,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
                                                              mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0),
                                   entryTimeoutNs: config.entryTimeoutNs, attrTimeoutNs: 0)
             }
+            journal(.entry(parent, name, ino))
             return entry(node)
         }
     }
@@ -314,6 +322,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
             if let mtime = changes.mtimeNs { node.mtimeNs = mtime }
             node.ctimeNs = changes.ctimeNs ?? nowNs()
             markParentsDirty(node)
+            journalNode(node)
             return (node.attributes, config.attrTimeoutNs)
         }
     }
@@ -338,6 +347,8 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
             dir.ctimeNs = node.ctimeNs
             markTreeDirty(dir.ino)
             if node.kind == .directory { markTreeDirty(node.ino) } else { markFileDirty(node) }
+            journalNode(node)
+            journal(.entry(dir.ino, name, node.ino))
             return entry(node)
         }
     }
@@ -359,6 +370,10 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     /// Removes `name` from `dir` (lock held): one link fewer; the node lives on while
     /// the kernel or an open handle still refers to it.
     func removeLink(_ dir: Inode, name: String, node: Inode) {
+        defer {
+            journal(.unlink(dir.ino, name))
+            journalNode(node)
+        }
         dir.children?[name] = nil
         if let i = node.parents.firstIndex(of: dir.ino) { node.parents.remove(at: i) }
         node.nlink = node.kind == .directory ? 0 : node.nlink - min(1, node.nlink)
@@ -430,6 +445,8 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
                     if let i = moving.parents.firstIndex(of: src.ino) { moving.parents[i] = dst.ino }
                     if let i = other.parents.firstIndex(of: dst.ino) { other.parents[i] = src.ino }
                     for n in [moving, other] { n.ctimeNs = now }
+                    journal(.entry(src.ino, name, other.ino))
+                    journal(.entry(dst.ino, newName, moving.ino))
                 } else {
                     if let existing {
                         if flags & noReplace != 0 { throw FuseError.exists }
@@ -446,6 +463,8 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
                     dst.children?[newName] = moving.ino
                     if let i = moving.parents.firstIndex(of: src.ino) { moving.parents[i] = dst.ino }
                     moving.ctimeNs = now
+                    journal(.unlink(src.ino, name))
+                    journal(.entry(dst.ino, newName, moving.ino))
                 }
                 for dir in [src, dst] {
                     dir.mtimeNs = now
@@ -474,6 +493,8 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
             dir.mtimeNs = node.ctimeNs
             markTreeDirty(dir.ino)
             markParentsDirty(node)
+            journal(.entry(dir.ino, newName, ino))
+            journalNode(node)
             return entry(node)
         }
     }
@@ -482,22 +503,43 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
 
     public func opendir(_ ctx: RequestContext, node ino: UInt64, flags: UInt32) throws -> OpenReply {
         try withDirectory(ino) { dir in
-            var entries = [DirectoryEntry(name: ".", ino: ino, type: dir.direntType, nextOffset: 1),
-                           DirectoryEntry(name: "..", ino: dir.parents.first ?? 1, type: dir.direntType, nextOffset: 2)]
-            entries.reserveCapacity(2 + (dir.children?.count ?? 0))
-            for (name, child) in dir.children ?? [:] {
-                guard let node = nodes[child] else { continue }
-                entries.append(DirectoryEntry(name: name, ino: child, type: node.direntType, nextOffset: UInt64(entries.count + 1)))
-            }
-            dir.opens += 1
             let handle = nextHandle
             nextHandle += 1
-            dirHandles[handle] = entries
+            dirHandles[handle] = listing(dir)
+            dir.opens += 1
             return OpenReply(handle: handle, flags: FuseOpenFlag.cacheDir)
         }
     }
 
+    /// A directory's entries as a handle snapshots them (lock held).
+    func listing(_ dir: Inode) -> [DirectoryEntry] {
+        let ino = dir.ino
+        var entries = [DirectoryEntry(name: ".", ino: ino, type: dir.direntType, nextOffset: 1),
+                       DirectoryEntry(name: "..", ino: dir.parents.first ?? 1, type: dir.direntType, nextOffset: 2)]
+        entries.reserveCapacity(2 + (dir.children?.count ?? 0))
+        for (name, child) in dir.children ?? [:] {
+            guard let node = nodes[child] else { continue }
+            entries.append(DirectoryEntry(name: name, ino: child, type: node.direntType, nextOffset: UInt64(entries.count + 1)))
+        }
+        return entries
+    }
+
+    /// After a takeover the kernel may read directory handles the dead daemon opened
+    /// (they are not journaled): give such a handle the directory's current listing.
+    /// The offsets are the new listing's, so a concurrent change can repeat or skip an
+    /// entry for that one reader, as on any filesystem changed under readdir.
+    func rebuildDirectoryHandle(_ handle: UInt64, node: UInt64) throws {
+        guard lock.withLock({ restoredSession && dirHandles[handle] == nil }) else { return }
+        try withDirectory(node) { dir in
+            if dirHandles[handle] == nil {
+                dirHandles[handle] = listing(dir)
+                dir.opens += 1
+            }
+        }
+    }
+
     public func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64, add: (DirectoryEntry) -> Bool) throws {
+        try rebuildDirectoryHandle(handle, node: node)
         let entries = try lock.withLock {
             guard let entries = dirHandles[handle] else { throw FuseError.badHandle }
             return entries
@@ -508,6 +550,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
 
     public func readdirplus(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
                             add: (DirectoryEntry, EntryReply) -> Bool) throws {
+        try rebuildDirectoryHandle(handle, node: node)
         try lock.withLock {
             guard let entries = dirHandles[handle] else { throw FuseError.badHandle }
             var index = Int(offset)
@@ -518,6 +561,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
                 // "." and ".." are not lookups for the kernel; everything else is.
                 let dots = e.name == "." || e.name == ".."
                 let reply = dots ? EntryReply(attributes: child.attributes, entryTimeoutNs: 0, attrTimeoutNs: 0) : entry(child)
+                if !dots { journal(.entry(node, e.name, e.ino)) }
                 if !add(e, reply) {
                     if !dots { child.lookups -= 1 }
                     return

@@ -108,6 +108,7 @@ public final class FuseSession: Sendable {
     /// A new fd on the same connection, so this worker's reads and replies do not
     /// contend with the others'; falls back to sharing the session fd.
     private func cloneFD() -> Int32 {
+        guard options.cloneWorkerFDs else { return fd }
         let clone = open("/dev/fuse", O_RDWR | O_CLOEXEC)
         guard clone >= 0 else { return fd }
         guard hearth_fuse_dev_clone(clone, UInt32(fd)) == 0 else {
@@ -175,6 +176,18 @@ public final class FuseSession: Sendable {
         return written < 0 ? errno : 0
     }
 
+    /// Asks the kernel to queue again every request that a dead predecessor had read
+    /// but not answered (FUSE_NOTIFY_RESEND, 7.40; fs/fuse/dev.c `fuse_resend` moves
+    /// each device's processing queue back to the pending queue, with
+    /// ``resendBit`` set in `unique`). A session that took an fd over sends it once
+    /// its workers are running. Returns 0 or an errno.
+    public func resendPending() -> Int32 {
+        notify(.resend, ReplyWriter(capacity: 0))
+    }
+
+    /// Set by the kernel in the `unique` of a resent request (FUSE_UNIQUE_RESEND).
+    public static let resendBit: UInt64 = 1 << 63
+
     /// Asks the kernel to forget a cached name (after a change it did not make).
     public func invalidateEntry(parent: UInt64, name: String) {
         var w = ReplyWriter()
@@ -205,6 +218,13 @@ public final class FuseSession: Sendable {
         do {
             try dispatch(op, ctx: ctx, node: node, reader: &r, fd: fd, scratch: scratch)
         } catch let error as FuseError {
+            // A resent removal that the dead daemon had already carried out (it was
+            // journaled, so the successor replayed it) finds nothing: that is the
+            // success the application was waiting for.
+            if unique & Self.resendBit != 0, error.errno == ENOENT, [.unlink, .rmdir, .rename, .rename2].contains(op) {
+                send(fd, unique: unique, error: 0, body: UnsafeRawBufferPointer(start: nil, count: 0))
+                return
+            }
             failed = true
             send(fd, unique: unique, error: error.errno, body: UnsafeRawBufferPointer(start: nil, count: 0))
         } catch {
@@ -326,7 +346,13 @@ public final class FuseSession: Sendable {
             send(fd, unique: u, entryReply(try h.mknod(ctx, parent: node, name: try r.cString(), mode: mode, rdev: rdev, umask: umask)))
         case .mkdir:
             let mode = try r.u32(), umask = try r.u32()
-            send(fd, unique: u, entryReply(try h.mkdir(ctx, parent: node, name: try r.cString(), mode: mode, umask: umask)))
+            let name = try r.cString()
+            do {
+                send(fd, unique: u, entryReply(try h.mkdir(ctx, parent: node, name: name, mode: mode, umask: umask)))
+            } catch let error as FuseError where error.errno == EEXIST && u & Self.resendBit != 0 {
+                // Resent after a takeover: the dead daemon made it (and journaled it).
+                send(fd, unique: u, entryReply(try h.lookup(ctx, parent: node, name: name)))
+            }
         case .unlink:
             try h.unlink(ctx, parent: node, name: try r.cString())
             send(fd, unique: u, Self.empty)
@@ -355,7 +381,16 @@ public final class FuseSession: Sendable {
         case .create:
             let flags = try r.u32(), mode = try r.u32(), umask = try r.u32()
             try r.skip(4)
-            let (entry, open) = try h.create(ctx, parent: node, name: try r.cString(), mode: mode, umask: umask, flags: flags)
+            let name = try r.cString()
+            let entry: EntryReply, open: OpenReply
+            do {
+                (entry, open) = try h.create(ctx, parent: node, name: name, mode: mode, umask: umask, flags: flags)
+            } catch let error as FuseError where error.errno == EEXIST && u & Self.resendBit != 0 {
+                // Resent after a takeover: the dead daemon created the file (and
+                // journaled it) but died before answering. Open what it created.
+                entry = try h.lookup(ctx, parent: node, name: name)
+                open = try h.open(ctx, node: entry.attributes.ino, flags: flags & ~UInt32(O_CREAT | O_EXCL | O_TRUNC))
+            }
             var w = ReplyWriter(capacity: FuseLayout.entryOut + FuseLayout.openOut)
             entry.encode(into: &w)
             open.encode(into: &w)

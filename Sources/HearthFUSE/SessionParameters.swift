@@ -45,6 +45,13 @@ public struct SessionOptions: Sendable {
     /// Worker threads: started with `minWorkers`, grown while all are busy.
     public var minWorkers = 2
     public var maxWorkers = 16
+    /// Give each worker its own fd (FUSE_DEV_IOC_CLONE). Off when an fd keeper holds
+    /// the session fd: a clone is a device of its own, and when a killed daemon's
+    /// clones are closed the kernel fails the requests read on them
+    /// (fuse_dev_release ends its processing queue with ECONNABORTED) instead of
+    /// keeping them for the successor's FUSE_NOTIFY_RESEND. Workers then all read the
+    /// one fd the keeper also holds.
+    public var cloneWorkerFDs = true
 
     public init() {}
 

@@ -6,6 +6,7 @@ import HearthRPC
 import Logging
 import HearthFS
 import HearthFUSE
+import HearthMounts
 import HearthStore
 
 #if canImport(Glibc)
@@ -57,6 +58,9 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: .hidden)
     var statsFile: String?
 
+    @Option(help: "The node plugin's fd keeper for this volume: the daemon hands it the /dev/fuse fd after mounting, and a restarted daemon takes the live session over from it instead of mounting again.")
+    var keeperSocket: String?
+
     func run() async throws {
         let store = try options.open()
         let catalog = Catalog(store)
@@ -68,26 +72,60 @@ struct MountCommand: AsyncParsableCommand {
         } else {
             throw ValidationError("no volume \(volume.debugDescription) in \(try options.location)")
         }
-        let cache = try NodeCache(directory: cacheDir ?? Self.defaultCacheDirectory(), limitBytes: try Console.parseBytes(cacheSize))
+        let cacheDirectory = cacheDir ?? Self.defaultCacheDirectory()
+        let cache = try NodeCache(directory: cacheDirectory, limitBytes: try Console.parseBytes(cacheSize))
         var config = VolumeConfiguration(volumeID: record.id, capacityBytes: record.capacityBytes)
         config.readOnly = readOnly
         config.commitInterval = try Console.parseDuration(commitInterval)
         config.xattrs = xattrs
         let usePassthrough = try passthrough.resolve(readOnly: readOnly)
         config.passthrough = usePassthrough
-        let fs = try await VolumeFileSystem.open(store, cache: cache, config: config)
+        // With a keeper: take its fd over if it holds one (a predecessor died), else
+        // start afresh and hand it ours once INIT is done.
+        let saved = TakeoverState(cacheDirectory: cacheDirectory, volumeID: record.id)
+        var takeover: (fd: Int32, parameters: SessionParameters)?
+        let takeoverStart = ContinuousClock.now
+        if let keeperSocket {
+            if let fd = try FDHandoff.get(from: keeperSocket) {
+                do {
+                    takeover = (fd, try saved.loadParameters())
+                } catch {
+                    Glibc.close(fd)
+                    throw error
+                }
+            } else {
+                try saved.reset()
+            }
+        }
+        let fs = try await VolumeFileSystem.open(store, cache: cache, config: config, keepWorkingCopies: takeover != nil)
+        if takeover != nil {
+            let journal = saved.journalPath
+            let summary = try await Self.onThread { try fs.restore(journalAt: journal) }
+            Self.log("restoring session: \(summary.records) journal records, \(summary.nodes) nodes, \(summary.handles) open handles, \(summary.workingCopies) working copies")
+        }
+        if keeperSocket != nil { try fs.startJournal(at: saved.journalPath) }
 
         var mountOptions = ["default_permissions", "fsname=hearth:\(record.id)", "subtype=hearth"]
         if allowOther { mountOptions.append("allow_other") }
         if readOnly { mountOptions.append("ro") }
-        let path = URL(fileURLWithPath: directory).standardizedFileURL.path
-        let mount = try FuseMount(mountpoint: path, options: mountOptions)
+        // isDirectory: true, or Foundation stats the path: on a takeover that is the
+        // live mount, which only this daemon can answer (it would wait forever).
+        let path = URL(fileURLWithPath: directory, isDirectory: true).standardizedFileURL.path
+        // A takeover must not touch the mount: it is alive, held by the keeper's fd.
+        let mount: FuseMount?
+        if takeover == nil { mount = try FuseMount(mountpoint: path, options: mountOptions) } else { mount = nil }
+        let deviceFD = takeover?.fd ?? mount!.fd
         var sessionOptions = SessionOptions()
         sessionOptions.xattrs = xattrs
         sessionOptions.maxWorkers = max(1, maxWorkers)
         sessionOptions.passthrough = usePassthrough
-        let session = FuseSession(fd: mount.fd, handler: fs, options: sessionOptions)
+        sessionOptions.cloneWorkerFDs = keeperSocket == nil
+        let session = FuseSession(fd: deviceFD, handler: fs, options: sessionOptions, restoring: takeover?.parameters)
         fs.attach(backingFiles: session.backing)
+        if let takeover { fs.initialized(takeover.parameters) }
+        let detach: @Sendable () -> Void = {
+            if let mount { mount.unmount() } else { _ = umount2(path, Int32(MNT_DETACH)) }
+        }
 
         // SIGTERM / SIGINT: detach the mount; the session ends when the kernel drops
         // the connection, then dirty data is committed before exit.
@@ -95,7 +133,7 @@ struct MountCommand: AsyncParsableCommand {
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { mount.unmount() }
+            source.setEventHandler { detach() }
             source.resume()
             sources.append(source)
         }
@@ -135,6 +173,15 @@ struct MountCommand: AsyncParsableCommand {
             let routes = DaemonControl.routes { try await Self.onThread { try fs.commit() } }
             return try RPCServer(endpoints: [.unix(path: socket)], handlers: routes.handlers, logger: quiet)
         }
+        if let takeover {
+            // Requests the dead daemon read but never answered wait in the kernel's
+            // processing queue: have them sent again, to us.
+            let err = session.resendPending()
+            let pause = ContinuousClock.now - takeoverStart
+            Self.log("took over the session (fd \(takeover.fd)); FUSE_NOTIFY_RESEND \(err == 0 ? "sent" : "failed: errno \(err)"); restored in \(pause)")
+        } else if let keeperSocket, let mount {
+            saved.handOff(session: session, fd: mount.fd, keeperSocket: keeperSocket)
+        }
         // Unbuffered, so a supervisor reading the pipe sees it at once.
         FileHandle.standardOutput.write(Data("hearth: serving volume \(record.id) (\(record.name)) at \(path)\n".utf8))
         // The session blocks in read(2) on its own threads, never on the cooperative pool.
@@ -148,16 +195,17 @@ struct MountCommand: AsyncParsableCommand {
         }
         sources.forEach { $0.cancel() }
         await control?.shutdown(grace: .seconds(2))
-        if FuseMount.isMounted(path) { mount.unmount() }
-        mount.close()
+        if FuseMount.isMounted(path) { detach() }
+        mount?.close()
+        if let takeover { Glibc.close(takeover.fd) }
         try fs.shutdown()
     }
 
     /// Runs blocking work on a thread of its own, off the cooperative pool.
-    static func onThread(_ body: @escaping @Sendable () throws -> Void) async throws {
-        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<T, any Error>) in
             Thread {
-                do { try body(); done.resume() } catch { done.resume(throwing: error) }
+                do { done.resume(returning: try body()) } catch { done.resume(throwing: error) }
             }.start()
         }
     }

@@ -40,6 +40,9 @@ struct NodeOptions: ParsableArguments {
             arguments: store.forwardedArguments + ["--cache-dir", dataDir + "/cache", "--cache-size", cacheSize, "--allow-other"],
             logDirectory: dataDir + "/logs", controlDirectory: dataDir + "/run")
         launch.environment = store.forwardedEnvironment
+        // Daemons hand their /dev/fuse fd to this process, so one that dies is
+        // replaced without the mount breaking (issue 8).
+        launch.keeperDirectory = dataDir + "/run"
         return launch
     }
 

@@ -1,0 +1,138 @@
+import Foundation
+import HearthFUSE
+import HearthStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a successor daemon needs to take a live FUSE session over after a crash:
+/// every node id the kernel was told about, every change to the namespace since the
+/// volume was opened, every open handle. Kept as an append-only log in the node's
+/// data directory, written *before* the reply that makes the kernel rely on it
+/// (SIGKILL leaves no chance to write anything later).
+///
+/// Records are absolute assignments ("name N in P is node I", "node I has these
+/// attributes", "N in P is gone"), never deltas, so replaying the whole log over the
+/// volume's current head converges to the state the dead daemon had, whichever
+/// prefix of it the head already committed. No fsync: the log must survive the
+/// daemon, not the machine (a machine crash takes the mount with it).
+///
+/// Only used when the daemon has an fd keeper (`--keeper-socket`); a plain
+/// `hearth mount` pays nothing.
+final class Journal: @unchecked Sendable {
+    // @unchecked: `fd` is fixed at init; appends are single write(2)s with O_APPEND,
+    // which the kernel serialises; the encoder is used under VolumeFileSystem's lock.
+    let path: String
+    private let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FuseError(errno: errno) }
+    }
+
+    deinit { close(fd) }
+
+    func append(_ record: JournalRecord) {
+        var line = (try? JSONEncoder().encode(record)) ?? Data()
+        line.append(0x0a)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+
+    /// Every whole record in the log at `path` (a torn last line is skipped).
+    static func read(_ path: String) -> [JournalRecord] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        let decoder = JSONDecoder()
+        return data.split(separator: 0x0a).compactMap { try? decoder.decode(JournalRecord.self, from: Data($0)) }
+    }
+}
+
+/// One journal line. `op` says which fields are set.
+struct JournalRecord: Codable {
+    enum Op: String, Codable {
+        /// `name` in directory `parent` is node `ino` (lookup, create, link, rename).
+        case entry
+        /// Node `ino` (first linked in `parent`) has attributes `attrs`.
+        case node
+        /// `name` in `parent` is removed.
+        case unlink
+        /// Handle `fh` is open on `ino` (`handleMode`, `writing`, `backing`).
+        case open
+        /// Handle `fh` was released.
+        case close
+    }
+
+    var op: Op
+    var parent: UInt64?
+    var name: String?
+    var ino: UInt64?
+    var attrs: NodeAttributes?
+    var fh: UInt64?
+    var handleMode: UInt8?
+    var writing: Bool?
+    var backing: Int32?
+
+    static func entry(_ parent: UInt64, _ name: String, _ ino: UInt64) -> JournalRecord {
+        JournalRecord(op: .entry, parent: parent, name: name, ino: ino)
+    }
+
+    static func unlink(_ parent: UInt64, _ name: String) -> JournalRecord {
+        JournalRecord(op: .unlink, parent: parent, name: name)
+    }
+}
+
+/// A node's attributes as the journal records them.
+struct NodeAttributes: Codable {
+    var kind: UInt8
+    var mode: UInt32
+    var uid: UInt32
+    var gid: UInt32
+    var rdev: UInt64
+    var size: Int64
+    var atimeNs: Int64
+    var mtimeNs: Int64
+    var ctimeNs: Int64
+    var nlink: UInt32
+    var symlinkTarget: String?
+    /// The working copy holding the file's uncommitted bytes.
+    var workingCopy: String?
+}
+
+extension Inode {
+    var journalAttributes: NodeAttributes {
+        NodeAttributes(kind: kind.rawValue, mode: mode, uid: uid, gid: gid, rdev: rdev, size: size, atimeNs: atimeNs,
+                       mtimeNs: mtimeNs, ctimeNs: ctimeNs, nlink: nlink, symlinkTarget: symlinkTarget, workingCopy: work?.path)
+    }
+}
+
+extension OpenMode {
+    var journalCode: UInt8 {
+        switch self {
+        case .cached: 0
+        case .passthrough: 1
+        case .passthroughDirect: 2
+        }
+    }
+
+    init(journalCode: UInt8) {
+        switch journalCode {
+        case 1: self = .passthrough
+        case 2: self = .passthroughDirect
+        default: self = .cached
+        }
+    }
+}
+
+extension VolumeFileSystem {
+    /// Logs `record` if this daemon keeps a journal (lock held, before replying).
+    func journal(_ record: @autoclosure () -> JournalRecord) {
+        journalLog?.append(record())
+    }
+
+    /// Logs `node`'s attributes (lock held).
+    func journalNode(_ node: Inode) {
+        guard let journalLog else { return }
+        journalLog.append(JournalRecord(op: .node, parent: node.parents.first, ino: node.ino, attrs: node.journalAttributes))
+    }
+}

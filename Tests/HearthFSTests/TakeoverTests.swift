@@ -1,0 +1,210 @@
+import Foundation
+import HearthCSI
+import Logging
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 8's crash recovery on real mounts: the node plugin's ``DaemonSupervisor``
+/// with an fd keeper runs `hearth mount`; the test kills the daemon with SIGKILL
+/// while applications work on the mount. They must see a pause, never an error.
+@Suite(.serialized)
+struct TakeoverTests {
+    /// A volume served the way `hearth node` serves it: supervised, fd kept.
+    final class Supervised: @unchecked Sendable {
+        // @unchecked: used by one test at a time; the supervisor is Sendable.
+        let volume: MountedVolume
+        let supervisor: DaemonSupervisor
+
+        init() async throws {
+            volume = try await MountedVolume()
+            var launch = DaemonLaunch(
+                executable: MountedVolume.binary,
+                arguments: ["--store", "file://" + volume.store, "--cache-dir", volume.cacheDir, "--cache-size", "2GiB",
+                            "--commit-interval", "1s"],
+                logDirectory: volume.root + "/logs")
+            launch.keeperDirectory = volume.root + "/run"
+            var logger = Logger(label: "test.supervisor")
+            logger.logLevel = .error
+            supervisor = DaemonSupervisor(launch: launch, logger: logger)
+            try await supervisor.start(volumeID: volume.volumeID, mountpoint: volume.mountpoint, readOnly: false)
+            // The fd reaches the keeper once INIT is answered: the first request does it.
+            _ = try await Self.statfs(volume.mountpoint)
+            let giveUp = ContinuousClock.now + .seconds(10)
+            while !FileManager.default.fileExists(atPath: volume.cacheDir + "/sessions/\(volume.volumeID)/session.json") {
+                guard ContinuousClock.now < giveUp else { throw HarnessError("the daemon never saved its session") }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+
+        var log: String {
+            (try? String(contentsOfFile: supervisor.logPath(volume.volumeID), encoding: .utf8)) ?? "(no log)"
+        }
+
+        /// SIGKILL the daemon; returns how long the first request after it waited
+        /// (statfs always goes to the daemon: it waits in the kernel until the
+        /// successor answers it).
+        func killDaemon() async throws -> Duration {
+            guard let before = supervisor.state(volume.volumeID) else { throw HarnessError("no daemon") }
+            let start = ContinuousClock.now
+            kill(before.pid, SIGKILL)
+            _ = try await Supervised.statfs(volume.mountpoint)
+            let pause = ContinuousClock.now - start
+            guard let after = supervisor.state(volume.volumeID), after.restarts == before.restarts + 1, after.pid != before.pid else {
+                throw HarnessError("the daemon was not restarted:\n\(log)")
+            }
+            return pause
+        }
+
+        /// statvfs off the cooperative pool (it blocks while no daemon serves).
+        static func statfs(_ path: String) async throws -> UInt64 {
+            try await withCheckedThrowingContinuation { (done: CheckedContinuation<UInt64, any Error>) in
+                Thread {
+                    var st = statvfs()
+                    if statvfs(path, &st) == 0 {
+                        done.resume(returning: UInt64(st.f_blocks))
+                    } else {
+                        done.resume(throwing: HarnessError("statvfs \(path): errno \(errno)"))
+                    }
+                }.start()
+            }
+        }
+
+        func stop() async throws {
+            try await supervisor.stop(volume.volumeID)
+        }
+
+        func cleanup() {
+            _ = umount2(volume.mountpoint, Int32(MNT_DETACH))
+            try? FileManager.default.removeItem(atPath: volume.root)
+        }
+    }
+
+    /// Runs `command` in the background; `finish()` waits and returns status and output.
+    final class Background: @unchecked Sendable {
+        // @unchecked: the output is read once, after the process exited.
+        let process = Process()
+        let outputPath: String
+        init(_ command: String, output: String) throws {
+            outputPath = output
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", command]
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+        }
+
+        func finish(timeout: Duration = .seconds(300)) async throws -> (Int32, String) {
+            let giveUp = ContinuousClock.now + timeout
+            while process.isRunning {
+                guard ContinuousClock.now < giveUp else {
+                    process.terminate()
+                    throw HarnessError("timed out: \(try String(contentsOfFile: outputPath, encoding: .utf8))")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return (process.terminationStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+        }
+    }
+
+    static func fio(_ directory: String, size: String) -> String {
+        "fio --name=mixed --directory=\(directory) --numjobs=4 --size=\(size) --bs=4k --rw=randrw --rwmixread=50 "
+            + "--ioengine=psync --verify=crc32c --verify_backlog=64 --verify_fatal=1 --do_verify=1 --invalidate=0 "
+            + "--verify_state_save=0 --group_reporting --output-format=terse --terse-version=3"
+    }
+
+    /// fio's terse line: field 5 is the error count of the job group.
+    static func fioErrors(_ output: String) -> String? {
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("3;") }) else { return nil }
+        let fields = line.split(separator: ";", omittingEmptySubsequences: false)
+        return fields.count > 4 ? String(fields[4]) : nil
+    }
+
+    static func table(_ pauses: [Duration]) -> String {
+        let ms = pauses.map { Double($0.components.seconds) * 1000 + Double($0.components.attoseconds) / 1e15 }.sorted()
+        let p50 = ms[ms.count / 2], max = ms.last ?? 0
+        return String(format: "| kills | p50 pause (ms) | max pause (ms) |\n|---|---|---|\n| %d | %.1f | %.1f |", ms.count, p50, max)
+    }
+
+    @Test func fioWithVerifySurvivesAKill() async throws {
+        try #require(commandExists("fio"), "fio is needed (Debian's fio package)")
+        let mount = try await Supervised()
+        defer { mount.cleanup() }
+        let fio = try Background(Self.fio(mount.volume.mountpoint, size: "48m"), output: mount.volume.root + "/fio.out")
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(fio.process.isRunning, "fio finished before the kill: make it longer")
+        let pause = try await mount.killDaemon()
+        let (status, output) = try await fio.finish()
+        print("fio across kill -9: pause \(pause)\n\(Self.table([pause]))")
+        #expect(status == 0, "fio failed:\n\(output)\ndaemon log:\n\(mount.log)")
+        #expect(Self.fioErrors(output) == "0", "fio reported errors:\n\(output)")
+        #expect(!output.contains("verify"), "fio verification failed:\n\(output)")
+        try await mount.stop()
+    }
+
+    @Test func metadataStormSurvivesKills() async throws {
+        let mount = try await Supervised()
+        defer { mount.cleanup() }
+        let dir = mount.volume.mountpoint + "/storm"
+        let script = """
+            set -e
+            mkdir -p \(dir) && cd \(dir)
+            i=1
+            while [ $i -le 4000 ]; do
+              echo "file $i" > a$i
+              mv a$i b$i
+              if [ $i -gt 1 ]; then rm b$((i-1)); fi
+              if [ $((i % 100)) -eq 0 ]; then mkdir d$i; mv d$i e$i; rmdir e$i; fi
+              i=$((i+1))
+            done
+            ls
+            """
+        let storm = try Background(script, output: mount.volume.root + "/storm.out")
+        var pauses: [Duration] = []
+        for _ in 0..<3 {
+            try await Task.sleep(for: .milliseconds(700))
+            guard storm.process.isRunning else { break }
+            pauses.append(try await mount.killDaemon())
+        }
+        let (status, output) = try await storm.finish()
+        print("metadata storm across \(pauses.count) kills:\n\(Self.table(pauses))")
+        #expect(pauses.count >= 2, "the storm finished before the kills: make it longer")
+        #expect(status == 0, "the storm failed:\n\(output)\ndaemon log:\n\(mount.log)")
+        #expect(output.trimmingCharacters(in: .whitespacesAndNewlines) == "b4000", "left: \(output)")
+        try await mount.stop()
+        // What the dead daemons journaled reached the store: a fresh mount sees it.
+        try mount.volume.start()
+        defer { mount.volume.crash() }
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(names == ["b4000"])
+        #expect(try String(contentsOfFile: dir + "/b4000", encoding: .utf8) == "file 4000\n")
+        try mount.volume.stop()
+    }
+
+    /// The daemon killed again and again under fio with verification (10 times, or
+    /// HEARTH_RECOVERY_KILLS: e2e/bench/recovery.sh runs 20 for the pause table).
+    @Test func repeatedKillsUnderFio() async throws {
+        try #require(commandExists("fio"), "fio is needed (Debian's fio package)")
+        let kills = Int(ProcessInfo.processInfo.environment["HEARTH_RECOVERY_KILLS"] ?? "") ?? 10
+        let mount = try await Supervised()
+        defer { mount.cleanup() }
+        let fio = try Background(Self.fio(mount.volume.mountpoint, size: "\(24 * kills)m"), output: mount.volume.root + "/fio.out")
+        var pauses: [Duration] = []
+        for _ in 0..<kills {
+            try await Task.sleep(for: .milliseconds(400))
+            guard fio.process.isRunning else { break }
+            pauses.append(try await mount.killDaemon())
+        }
+        let (status, output) = try await fio.finish(timeout: .seconds(600))
+        print("recovery pause over \(pauses.count) kills (fio 4 jobs randrw with verify running):\n\(Self.table(pauses))")
+        #expect(pauses.count == kills, "fio finished after \(pauses.count) of \(kills) kills")
+        #expect(status == 0, "fio failed:\n\(output)\ndaemon log:\n\(mount.log)")
+        #expect(Self.fioErrors(output) == "0", "fio reported errors:\n\(output)")
+        try await mount.stop()
+    }
+}
