@@ -91,6 +91,11 @@ extension VolumeFileSystem {
     }
 
     func truncate(_ ino: UInt64, to newSize: Int64) throws {
+        // The kernel may have written this file through passthrough, and its
+        // RELEASE (which refreshes us) is asynchronous: a truncate right after
+        // close can arrive first. Take size and presence from the backing file
+        // before deciding which chunk keeps bytes.
+        lock.withLock { if let node = nodes[ino] { refreshFromBacking(node, force: true) } }
         let (work, manifest) = try workingCopy(ino)
         let boundary = min(newSize, work.size)
         if boundary % Int64(work.chunkSize) != 0 {
