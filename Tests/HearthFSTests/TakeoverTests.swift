@@ -135,8 +135,10 @@ struct TakeoverTests {
         try #require(commandExists("fio"), "fio is needed (Debian's fio package)")
         let mount = try await Supervised()
         defer { mount.cleanup() }
-        let fio = try Background(Self.fio(mount.volume.mountpoint, size: "48m"), output: mount.volume.root + "/fio.out")
-        try await Task.sleep(for: .milliseconds(1500))
+        let fio = try Background(Self.fio(mount.volume.mountpoint, size: "64m"), output: mount.volume.root + "/fio.out")
+        // Early enough that a release build's fio is still running (it finished
+        // within 1.5 s there), late enough that it is past its start.
+        try await Task.sleep(for: .milliseconds(500))
         #expect(fio.process.isRunning, "fio finished before the kill: make it longer")
         let pause = try await mount.killDaemon()
         let (status, output) = try await fio.finish()
