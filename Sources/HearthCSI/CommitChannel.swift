@@ -11,10 +11,15 @@ import Logging
 public enum DaemonControl {
     public static let commitMethod = "/hearth.daemon.v1.Daemon/Commit"
 
+    public static let statsMethod = "/hearth.daemon.v1.Daemon/Stats"
+
     /// What a daemon serves on its control socket. `commit` returns once
-    /// everything written so far is durable in the store.
-    public static func routes(commit: @escaping @Sendable () async throws -> Void) -> RPCRoutes {
+    /// everything written so far is durable in the store; `stats` is the
+    /// daemon's counters as JSON, for the node plugin's /metrics.
+    public static func routes(commit: @escaping @Sendable () async throws -> Void,
+                              stats: (@Sendable () -> [UInt8])? = nil) -> RPCRoutes {
         var routes = RPCRoutes()
+        if let stats { routes.raw(statsMethod) { _ in RPCServerResponse(stats()) } }
         routes.raw(commitMethod) { _ in
             do { try await commit() } catch let error as RPCError { throw error } catch {
                 throw RPCError(.unavailable, "commit failed: \(error)")
@@ -29,6 +34,23 @@ public enum DaemonControl {
         let channel = RPCChannel(endpoint: .unix(path: socket))
         defer { Task { await channel.close() } }
         _ = try await channel.unary(commitMethod, [], timeout: timeout)
+    }
+}
+
+extension DaemonControl {
+    /// The daemon's counters (JSON), within `timeout`.
+    public static func stats(socket: String, timeout: Duration) async throws -> [UInt8] {
+        let channel = RPCChannel(endpoint: .unix(path: socket))
+        defer { Task { await channel.close() } }
+        return try await channel.unary(statsMethod, [], timeout: timeout).message
+    }
+}
+
+extension NodeService {
+    /// A staged volume's daemon counters (JSON), nil when it does not answer.
+    public func daemonStats(_ volumeID: String, timeout: Duration = .seconds(1)) async -> [UInt8]? {
+        guard let socket = daemons.controlSocket(volumeID) else { return nil }
+        return try? await DaemonControl.stats(socket: socket, timeout: timeout)
     }
 }
 

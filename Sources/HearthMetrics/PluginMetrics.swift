@@ -77,6 +77,20 @@ public struct PrometheusText: Sendable {
         }
     }
 
+    /// A histogram family: cumulative `_bucket` samples (labels include `le`),
+    /// then `_sum` and `_count` per label set.
+    public mutating func histogram(_ name: String, help: String, buckets: [([(String, String)], Double)],
+                                   sums: [([(String, String)], Double)], counts: [([(String, String)], Double)]) {
+        guard !buckets.isEmpty else { return }
+        text += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        for (suffix, samples) in [("_bucket", buckets), ("_sum", sums), ("_count", counts)] {
+            for (labels, value) in samples {
+                let rendered = labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",")
+                text += "\(name)\(suffix){\(rendered)} \(Self.number(value))\n"
+            }
+        }
+    }
+
     public var rendered: String { text }
 
     static func escape(_ value: String) -> String {

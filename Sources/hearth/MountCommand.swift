@@ -170,7 +170,8 @@ struct MountCommand: AsyncParsableCommand {
             var quiet = Logger(label: "hearth.mount.control")
             quiet.logLevel = .warning
             // fs.commit() blocks until the commit is durable: run it on its own thread.
-            let routes = DaemonControl.routes { try await Self.onThread { try fs.commit() } }
+            let routes = DaemonControl.routes(commit: { try await Self.onThread { try fs.commit() } },
+                                              stats: { DaemonStatsReport(session: session, cache: cache).json })
             return try RPCServer(endpoints: [.unix(path: socket)], handlers: routes.handlers, logger: quiet)
         }
         if let takeover {

@@ -1,8 +1,10 @@
+import Foundation
 import HearthCSI
 import HearthMetrics
 
 /// What a node's /metrics shows beside its gRPC calls: each staged volume's
-/// daemon, sampled at scrape time from the supervisor.
+/// daemon (from the supervisor) and its FUSE and cache counters (asked over
+/// the daemon's control socket), sampled at scrape time.
 enum NodeMetrics {
     static func sampler(_ node: NodeService) -> @Sendable () async -> String {
         {
@@ -15,6 +17,14 @@ enum NodeMetrics {
             text.family("hearth_node_daemon_restarts_total", type: "counter",
                         help: "Times the volume's FUSE daemon died and was started again.",
                         states.map { ([("volume", $0.volumeID)], Double($0.restarts)) })
+            var reports: [(volume: String, report: DaemonStatsReport)] = []
+            for state in states where state.running {
+                if let bytes = await node.daemonStats(state.volumeID),
+                   let report = try? JSONDecoder().decode(DaemonStatsReport.self, from: Data(bytes)) {
+                    reports.append((state.volumeID, report))
+                }
+            }
+            DaemonStatsReport.render(reports, into: &text)
             return text.rendered
         }
     }

@@ -44,6 +44,8 @@ final class MetricsTests: XCTestCase {
             stage.volumeCapability = capability
             _ = try await channel.call("/csi.v1.Node/NodeStageVolume", stage, as: Csi_V1_NodeStageVolumeResponse.self, timeout: .seconds(60))
             stagedVolume = volume.volumeID
+            try writeDurably(Data("counted".utf8), to: dir + "/staging/file")
+            XCTAssertEqual(FileManager.default.contents(atPath: dir + "/staging/file"), Data("counted".utf8))
 
             let samples = try await scrape(port)
             func value(_ name: String, _ labels: [String: String]) -> Double? {
@@ -58,6 +60,14 @@ final class MetricsTests: XCTestCase {
             XCTAssertEqual(value("hearth_node_volumes_staged", [:]), 1)
             XCTAssertEqual(value("hearth_node_daemon_up", ["volume": volume.volumeID]), 1)
             XCTAssertEqual(value("hearth_node_daemon_restarts_total", ["volume": volume.volumeID]), 0)
+            // The daemon's own counters, asked over its control socket at scrape time.
+            let created = value("hearth_fuse_operations_total", ["volume": volume.volumeID, "op": "create"]) ?? 0
+            XCTAssertGreaterThanOrEqual(created, 1)
+            XCTAssertEqual(value("hearth_fuse_operation_duration_seconds_count", ["volume": volume.volumeID, "op": "create"]), created)
+            XCTAssertEqual(value("hearth_fuse_operation_duration_seconds_bucket", ["volume": volume.volumeID, "op": "create", "le": "+Inf"]), created)
+            XCTAssertGreaterThanOrEqual(value("hearth_fuse_operations_total", ["volume": volume.volumeID, "op": "fsync"]) ?? 0, 1)
+            XCTAssertNotNil(value("hearth_cache_dirty_bytes", ["volume": volume.volumeID]))
+            XCTAssertNotNil(value("hearth_store_uploaded_bytes_total", ["volume": volume.volumeID]))
         } catch {
             XCTFail("\(error)\n\((try? String(contentsOfFile: dir + "/serve.log", encoding: .utf8)) ?? "")")
         }
