@@ -17,12 +17,18 @@ enum NodeMetrics {
             text.family("hearth_node_daemon_restarts_total", type: "counter",
                         help: "Times the volume's FUSE daemon died and was started again.",
                         states.map { ([("volume", $0.volumeID)], Double($0.restarts)) })
-            var reports: [(volume: String, report: DaemonStatsReport)] = []
-            for state in states where state.running {
-                if let bytes = await node.daemonStats(state.volumeID),
-                   let report = try? JSONDecoder().decode(DaemonStatsReport.self, from: Data(bytes)) {
-                    reports.append((state.volumeID, report))
+            // All daemons at once: a scrape waits for the slowest (1 s at most), not their sum.
+            let reports = await withTaskGroup(of: (String, DaemonStatsReport)?.self) { group in
+                for state in states where state.running {
+                    group.addTask {
+                        guard let bytes = await node.daemonStats(state.volumeID),
+                              let report = try? JSONDecoder().decode(DaemonStatsReport.self, from: Data(bytes)) else { return nil }
+                        return (state.volumeID, report)
+                    }
                 }
+                var all: [(volume: String, report: DaemonStatsReport)] = []
+                for await case let (volume, report)? in group { all.append((volume, report)) }
+                return all.sorted { $0.volume < $1.volume }
             }
             DaemonStatsReport.render(reports, into: &text)
             return text.rendered

@@ -8,15 +8,7 @@ import XCTest
 /// read at unstage, so ControllerModifyVolume changes it for a volume in use.
 final class CachePolicyTests: XCTestCase {
     func testDropEmptiesTheCacheAtUnstageAndKeepDoesNot() async throws {
-        let store = FileManager.default.temporaryDirectory.path + "/hearth-e2e-store-\(UUID().uuidString.prefix(8))"
-        let c = try await LocalCluster(storeArguments: ["--store", "file://\(store)"])
-        do {
-            try await scenario(c)
-        } catch {
-            XCTFail("\(error)\n\(c.logs())")
-        }
-        await c.stop()
-        try? FileManager.default.removeItem(atPath: store)
+        try await LocalCluster.run { try await scenario($0) }
     }
 
     func scenario(_ c: LocalCluster) async throws {
@@ -45,12 +37,7 @@ final class CachePolicyTests: XCTestCase {
 
     /// Creates a volume with `policy`, writes 3 MiB through a staged mount, unstages.
     func cycle(_ c: LocalCluster, name: String, policy: String, seed: UInt8) async throws -> String {
-        var create = Csi_V1_CreateVolumeRequest()
-        create.name = name
-        create.capacityRange.requiredBytes = 64 << 20
-        create.volumeCapabilities = [Self.capability]
-        create.parameters = ["cachePolicy": policy]
-        let volume = try await c.controllerCall("CreateVolume", create, as: Csi_V1_CreateVolumeResponse.self).volume
+        let volume = try await c.createVolume(name, parameters: ["cachePolicy": policy])
         let staging = try await stage(c, volume.volumeID)
         try writeDurably(Self.payload(seed: seed), to: staging + "/data")
         try await unstage(c, volume.volumeID, staging)
@@ -59,7 +46,7 @@ final class CachePolicyTests: XCTestCase {
 
     func stage(_ c: LocalCluster, _ id: String) async throws -> String {
         let staging = c.kubelet + "/staging/\(id)"
-        try await c.stage(id, staging, Self.capability, [:])
+        try await c.stage(id, staging, mountCapability(), [:])
         return staging
     }
 
@@ -68,13 +55,6 @@ final class CachePolicyTests: XCTestCase {
         request.volumeID = id
         request.stagingTargetPath = staging
         _ = try await c.nodeCall("NodeUnstageVolume", request, as: Csi_V1_NodeUnstageVolumeResponse.self)
-    }
-
-    static var capability: Csi_V1_VolumeCapability {
-        var capability = Csi_V1_VolumeCapability()
-        capability.mount = Csi_V1_VolumeCapability.MountVolume()
-        capability.accessMode.mode = .singleNodeWriter
-        return capability
     }
 
     static func payload(seed: UInt8) -> Data {

@@ -114,3 +114,46 @@ final class LocalCluster {
         try await node.call("/csi.v1.Node/\(method)", request, as: Resp.self, timeout: .seconds(60))
     }
 }
+
+/// A filesystem volume's capability in `mode`, as kubelet and the sidecars send it.
+func mountCapability(_ mode: Csi_V1_VolumeCapability.AccessMode.Mode = .singleNodeWriter) -> Csi_V1_VolumeCapability {
+    var capability = Csi_V1_VolumeCapability()
+    capability.mount = Csi_V1_VolumeCapability.MountVolume()
+    capability.accessMode.mode = mode
+    return capability
+}
+
+/// A fresh directory-store location for one test's cluster.
+func temporaryStoreArguments() -> [String] {
+    ["--store", "file://" + FileManager.default.temporaryDirectory.path + "/hearth-e2e-store-\(UUID().uuidString.prefix(8))"]
+}
+
+extension LocalCluster {
+    /// Starts a cluster, runs `scenario` on it, reports a failure with the
+    /// processes' logs, and stops it whatever happened.
+    static func run(storeArguments: [String] = temporaryStoreArguments(), environment: [String: String] = [:],
+                    commitPort: Int? = nil, nodeArguments: [String] = [], controllerArguments: [String] = [],
+                    file: StaticString = #filePath, line: UInt = #line,
+                    _ scenario: (LocalCluster) async throws -> Void) async throws {
+        let cluster = try await LocalCluster(storeArguments: storeArguments, environment: environment, commitPort: commitPort,
+                                             nodeArguments: nodeArguments, controllerArguments: controllerArguments)
+        do {
+            try await scenario(cluster)
+        } catch {
+            XCTFail("\(error)\n\(cluster.logs())", file: file, line: line)
+        }
+        await cluster.stop()
+    }
+
+    /// CreateVolume as external-provisioner sends it.
+    func createVolume(_ name: String, bytes: Int64 = 64 << 20, parameters: [String: String] = [:],
+                      secrets: [String: String] = [:], capability: Csi_V1_VolumeCapability = mountCapability()) async throws -> Csi_V1_Volume {
+        var request = Csi_V1_CreateVolumeRequest()
+        request.name = name
+        request.capacityRange.requiredBytes = bytes
+        request.volumeCapabilities = [capability]
+        request.parameters = parameters
+        request.secrets = secrets
+        return try await controllerCall("CreateVolume", request, as: Csi_V1_CreateVolumeResponse.self).volume
+    }
+}

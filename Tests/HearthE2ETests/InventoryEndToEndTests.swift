@@ -60,15 +60,9 @@ final class InventoryEndToEndTests: XCTestCase {
         XCTAssertEqual(wrong.status, 403, wrong.text)
 
         // A volume created as external-provisioner does (PVC e2e/data), written on the node.
-        var capability = Csi_V1_VolumeCapability()
-        capability.mount = Csi_V1_VolumeCapability.MountVolume()
-        capability.accessMode.mode = .singleNodeWriter
-        var create = Csi_V1_CreateVolumeRequest()
-        create.name = "pvc-inventory"
-        create.capacityRange.requiredBytes = 64 << 20
-        create.volumeCapabilities = [capability]
-        create.parameters = ["csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "e2e"]
-        let volume = try await c.controllerCall("CreateVolume", create, as: Csi_V1_CreateVolumeResponse.self).volume
+        let capability = mountCapability()
+        let volume = try await c.createVolume(
+            "pvc-inventory", parameters: ["csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "e2e"])
         let context = try await c.publish(volume.volumeID, capability)
         let staging = c.kubelet + "/staging/\(volume.volumeID)"
         try await c.stage(volume.volumeID, staging, capability, context)

@@ -8,36 +8,20 @@ import XCTest
 /// and then on S3 (moto on 127.0.0.1).
 final class LocalEndToEndTests: XCTestCase {
     func testLifecycleOnTheDirectoryStore() async throws {
-        let store = FileManager.default.temporaryDirectory.path + "/hearth-e2e-store-\(UUID().uuidString.prefix(8))"
-        let cluster = try await LocalCluster(storeArguments: ["--store", "file://\(store)"])
-        do {
-            try await lifecycle(cluster)
-        } catch {
-            XCTFail("\(error)\n\(cluster.logs())")
-        }
-        await cluster.stop()
+        try await LocalCluster.run { try await lifecycle($0) }
     }
 
     func testLifecycleOnS3() async throws {
         let moto = try await S3TestServer.start()
         defer { moto.stop() }
         try await moto.createBucket("e2e")
-        let cluster = try await LocalCluster(
+        try await LocalCluster.run(
             storeArguments: ["--store", "s3://e2e/cluster", "--s3-endpoint", moto.endpoint, "--s3-path-style"],
-            environment: ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"])
-        do {
-            try await lifecycle(cluster)
-        } catch {
-            XCTFail("\(error)\n\(cluster.logs())")
-        }
-        await cluster.stop()
+            environment: ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"]) { try await lifecycle($0) }
     }
 
     func lifecycle(_ c: LocalCluster) async throws {
-        let mode = Csi_V1_VolumeCapability.AccessMode.Mode.singleNodeMultiWriter
-        var capability = Csi_V1_VolumeCapability()
-        capability.mount = Csi_V1_VolumeCapability.MountVolume()
-        capability.accessMode.mode = mode
+        let capability = mountCapability(.singleNodeMultiWriter)
 
         // external-provisioner
         var create = Csi_V1_CreateVolumeRequest()

@@ -22,9 +22,7 @@ final class MetricsTests: XCTestCase {
         var stagedVolume = ""
         do {
             try await waitUntil("hearth serve answers", within: .seconds(30)) { FileManager.default.fileExists(atPath: "\(dir)/csi.sock") }
-            var capability = Csi_V1_VolumeCapability()
-            capability.mount = Csi_V1_VolumeCapability.MountVolume()
-            capability.accessMode.mode = .singleNodeWriter
+            let capability = mountCapability()
             var create = Csi_V1_CreateVolumeRequest()
             create.name = "pvc-metrics"
             create.volumeCapabilities = [capability]

@@ -20,24 +20,16 @@ final class SecretsTests: XCTestCase {
         let credentialsFile = root + "/plugin-credentials"
         try "[default]\naws_access_key_id = plugin\naws_secret_access_key = plugin-secret\n"
             .write(toFile: credentialsFile, atomically: true, encoding: .utf8)
-        let cluster = try await LocalCluster(storeArguments: [
+        try await LocalCluster.run(storeArguments: [
             "--store", "s3://bucket/hearth", "--s3-endpoint", server.endpoint, "--s3-path-style",
             "--s3-credentials-file", credentialsFile,
-        ])
-        do {
-            try await exercise(cluster)
-        } catch {
-            XCTFail("\(error)\n\(cluster.logs())")
-        }
-        await cluster.stop()
+        ]) { try await exercise($0) }
     }
 
     func exercise(_ c: LocalCluster) async throws {
         let tenant = ["accessKeyID": "tenant", "secretAccessKey": Self.tenantSecret]
         let wrong = ["accessKeyID": "tenant", "secretAccessKey": "not-the-" + Self.tenantSecret]
-        var capability = Csi_V1_VolumeCapability()
-        capability.mount = Csi_V1_VolumeCapability.MountVolume()
-        capability.accessMode.mode = .singleNodeWriter
+        let capability = mountCapability()
 
         var create = Csi_V1_CreateVolumeRequest()
         create.name = "pvc-tenant"

@@ -9,40 +9,21 @@ import XCTest
 /// because the controller asks the node to commit first.
 final class SnapshotCommitTests: XCTestCase {
     func testSnapshotHoldsWhatWasWrittenBeforeTheCall() async throws {
-        let store = FileManager.default.temporaryDirectory.path + "/hearth-e2e-store-\(UUID().uuidString.prefix(8))"
-        let c = try await LocalCluster(storeArguments: ["--store", "file://\(store)"], commitPort: try freeTCPPort())
-        do {
-            try await scenario(c)
-        } catch {
-            XCTFail("\(error)\n\(c.logs())")
-        }
-        await c.stop()
+        try await LocalCluster.run(commitPort: try freeTCPPort()) { try await scenario($0) }
     }
 
     func testGroupSnapshotHoldsWhatWasWrittenToEveryMember() async throws {
-        let store = FileManager.default.temporaryDirectory.path + "/hearth-e2e-store-\(UUID().uuidString.prefix(8))"
-        let c = try await LocalCluster(storeArguments: ["--store", "file://\(store)"], commitPort: try freeTCPPort())
-        do {
-            try await groupScenario(c)
-        } catch {
-            XCTFail("\(error)\n\(c.logs())")
-        }
-        await c.stop()
+        try await LocalCluster.run(commitPort: try freeTCPPort()) { try await groupScenario($0) }
     }
 
     /// Two volumes of one application written together (a record to each in
     /// turn, never closed or fsync'd), one group snapshot: every member holds
     /// every record written to it before the call, and restores read back.
     func groupScenario(_ c: LocalCluster) async throws {
-        let capability = Self.capability
+        let capability = mountCapability()
         var targets: [String] = [], ids: [String] = []
         for name in ["pvc-data", "pvc-log"] {
-            var create = Csi_V1_CreateVolumeRequest()
-            create.name = name
-            create.capacityRange.requiredBytes = 64 << 20
-            create.volumeCapabilities = [capability]
-            create.parameters = ["commitInterval": "1h"]
-            let volume = try await c.controllerCall("CreateVolume", create, as: Csi_V1_CreateVolumeResponse.self).volume
+            let volume = try await c.createVolume(name, parameters: ["commitInterval": "1h"])
             let context = try await c.publish(volume.volumeID, capability)
             let staging = c.kubelet + "/staging/\(volume.volumeID)"
             try await c.stage(volume.volumeID, staging, capability, context)
@@ -115,15 +96,8 @@ final class SnapshotCommitTests: XCTestCase {
         XCTAssertTrue(left.entries.isEmpty)
     }
 
-    static var capability: Csi_V1_VolumeCapability {
-        var capability = Csi_V1_VolumeCapability()
-        capability.mount = Csi_V1_VolumeCapability.MountVolume()
-        capability.accessMode.mode = .singleNodeWriter
-        return capability
-    }
-
     func scenario(_ c: LocalCluster) async throws {
-        let capability = Self.capability
+        let capability = mountCapability()
         var create = Csi_V1_CreateVolumeRequest()
         create.name = "pvc-commit"
         create.capacityRange.requiredBytes = 64 << 20

@@ -23,25 +23,16 @@ final class SnapshotEventTests: XCTestCase {
         }
         try await waitUntilAnswering(port)
         // No --control-listen on the node: it registers no address, so the commit cannot reach it.
-        let c = try await LocalCluster(storeArguments: ["--store", "file://\(dir)/store"],
-                                       controllerArguments: ["--kubernetes-api", "http://127.0.0.1:\(port)"])
-        do {
-            try await scenario(c, posts: dir + "/posts.jsonl")
-        } catch {
-            XCTFail("\(error)\n\(c.logs())")
+        try await LocalCluster.run(storeArguments: ["--store", "file://\(dir)/store"],
+                                   controllerArguments: ["--kubernetes-api", "http://127.0.0.1:\(port)"]) {
+            try await scenario($0, posts: dir + "/posts.jsonl")
         }
-        await c.stop()
         try? FileManager.default.removeItem(atPath: dir)
     }
 
     func scenario(_ c: LocalCluster, posts: String) async throws {
-        var capability = Csi_V1_VolumeCapability()
-        capability.mount = Csi_V1_VolumeCapability.MountVolume()
-        capability.accessMode.mode = .singleNodeWriter
-        var create = Csi_V1_CreateVolumeRequest()
-        create.name = "pvc-events"
-        create.volumeCapabilities = [capability]
-        let volume = try await c.controllerCall("CreateVolume", create, as: Csi_V1_CreateVolumeResponse.self).volume
+        let capability = mountCapability()
+        let volume = try await c.createVolume("pvc-events")
         _ = try await c.publish(volume.volumeID, capability)  // the node holds the writer lease
 
         var snapshot = Csi_V1_CreateSnapshotRequest()
