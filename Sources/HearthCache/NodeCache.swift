@@ -185,12 +185,7 @@ public final class NodeCache: Sendable {
                 if hearth_copy_range(base.fd, from, fd, from, length) == length { map[index] = 1 }
             }
         }
-        let file = CacheFile(path: path, fd: fd, mapFD: -1, key: nil, chunkSize: chunkSize, size: size, presence: map)
-        file.cache = self
-        file.pins = 1
-        let present = Int64(map.reduce(0) { $0 + Int($1) }) * Int64(chunkSize)
-        state.withLock { $0.workingBytes += present }
-        return file
+        return workingCopy(path: path, fd: fd, chunkSize: chunkSize, size: size, presence: map)
     }
 
     /// Reopens a working copy a previous daemon of this volume left (a takeover after
@@ -218,6 +213,11 @@ public final class NodeCache: Sendable {
             let data = hearth_seek(fd, start, 1)
             if data >= 0 && Int64(data) < start + Int64(chunkSize) { map[index] = 1 }
         }
+        return workingCopy(path: path, fd: fd, chunkSize: chunkSize, size: size, presence: map)
+    }
+
+    /// A working copy's CacheFile, pinned once, its present bytes counted as dirty.
+    private func workingCopy(path: String, fd: Int32, chunkSize: Int, size: Int64, presence map: [UInt8]) -> CacheFile {
         let file = CacheFile(path: path, fd: fd, mapFD: -1, key: nil, chunkSize: chunkSize, size: size, presence: map)
         file.cache = self
         file.pins = 1

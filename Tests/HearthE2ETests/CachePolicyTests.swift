@@ -26,13 +26,13 @@ final class CachePolicyTests: XCTestCase {
         _ = try await c.controllerCall("ControllerModifyVolume", modify, as: Csi_V1_ControllerModifyVolumeResponse.self)
         let staging = try await stage(c, kept)
         XCTAssertEqual(FileManager.default.contents(atPath: staging + "/data"), Self.payload(seed: 2))
-        try await unstage(c, kept, staging)
+        try await c.unstage(kept, staging)
         XCTAssertLessThan(allocatedBytes(objects), 64 << 10, "drop after modify left bytes in the cache")
 
         // Dropped bytes come back from the store on demand.
         let again = try await stage(c, dropped)
         XCTAssertEqual(FileManager.default.contents(atPath: again + "/data"), Self.payload(seed: 1))
-        try await unstage(c, dropped, again)
+        try await c.unstage(dropped, again)
     }
 
     /// Creates a volume with `policy`, writes 3 MiB through a staged mount, unstages.
@@ -40,7 +40,7 @@ final class CachePolicyTests: XCTestCase {
         let volume = try await c.createVolume(name, parameters: ["cachePolicy": policy])
         let staging = try await stage(c, volume.volumeID)
         try writeDurably(Self.payload(seed: seed), to: staging + "/data")
-        try await unstage(c, volume.volumeID, staging)
+        try await c.unstage(volume.volumeID, staging)
         return volume.volumeID
     }
 
@@ -48,13 +48,6 @@ final class CachePolicyTests: XCTestCase {
         let staging = c.kubelet + "/staging/\(id)"
         try await c.stage(id, staging, mountCapability(), [:])
         return staging
-    }
-
-    func unstage(_ c: LocalCluster, _ id: String, _ staging: String) async throws {
-        var request = Csi_V1_NodeUnstageVolumeRequest()
-        request.volumeID = id
-        request.stagingTargetPath = staging
-        _ = try await c.nodeCall("NodeUnstageVolume", request, as: Csi_V1_NodeUnstageVolumeResponse.self)
     }
 
     static func payload(seed: UInt8) -> Data {

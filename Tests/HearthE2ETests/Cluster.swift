@@ -156,4 +156,12 @@ extension LocalCluster {
         request.secrets = secrets
         return try await controllerCall("CreateVolume", request, as: Csi_V1_CreateVolumeResponse.self).volume
     }
+
+    /// NodeUnstageVolume as kubelet sends it.
+    func unstage(_ volumeID: String, _ staging: String) async throws {
+        var request = Csi_V1_NodeUnstageVolumeRequest()
+        request.volumeID = volumeID
+        request.stagingTargetPath = staging
+        _ = try await nodeCall("NodeUnstageVolume", request, as: Csi_V1_NodeUnstageVolumeResponse.self)
+    }
 }

@@ -93,10 +93,7 @@ final class InventoryEndToEndTests: XCTestCase {
         unpublish.volumeID = volume.volumeID
         unpublish.targetPath = target
         _ = try await c.nodeCall("NodeUnpublishVolume", unpublish, as: Csi_V1_NodeUnpublishVolumeResponse.self)
-        var unstage = Csi_V1_NodeUnstageVolumeRequest()
-        unstage.volumeID = volume.volumeID
-        unstage.stagingTargetPath = staging
-        _ = try await c.nodeCall("NodeUnstageVolume", unstage, as: Csi_V1_NodeUnstageVolumeResponse.self)
+        try await c.unstage(volume.volumeID, staging)
         try await Task.sleep(for: .seconds(6))
         let unstaged = try await scores()
         XCTAssertEqual(unstaged, ["elsewhere": 0, Self.node: 10], "an unstaged volume's cached bytes still count")

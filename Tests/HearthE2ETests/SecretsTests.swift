@@ -83,13 +83,10 @@ final class SecretsTests: XCTestCase {
         // Data written through the daemon reaches the bucket under those keys.
         let payload = Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31 >> 3) })
         try writeDurably(payload, to: stage.stagingTargetPath + "/data")
-        var unstage = Csi_V1_NodeUnstageVolumeRequest()
-        unstage.volumeID = volume.volumeID
-        unstage.stagingTargetPath = stage.stagingTargetPath
-        _ = try await c.nodeCall("NodeUnstageVolume", unstage, as: Csi_V1_NodeUnstageVolumeResponse.self)
+        try await c.unstage(volume.volumeID, stage.stagingTargetPath)
         _ = try await c.nodeCall("NodeStageVolume", stage, as: Csi_V1_NodeStageVolumeResponse.self)
         XCTAssertEqual(FileManager.default.contents(atPath: stage.stagingTargetPath + "/data"), payload)
-        _ = try await c.nodeCall("NodeUnstageVolume", unstage, as: Csi_V1_NodeUnstageVolumeResponse.self)
+        try await c.unstage(volume.volumeID, stage.stagingTargetPath)
 
         var snapshot = Csi_V1_CreateSnapshotRequest()
         snapshot.name = "snap-tenant"
