@@ -40,12 +40,11 @@ struct InventoryOptions: ParsableArguments {
     /// Starts reporting in the background (nil without `--inventory-url`); cancel
     /// the task to stop. The token is read from its file for every report and never
     /// logged.
-    func start(node: NodeOptions, store: StoreOptions, logger: Logger) throws -> Task<Void, Never>? {
+    func start(node: NodeOptions, occupancy: CacheOccupancy, logger: Logger) throws -> Task<Void, Never>? {
         guard let endpoint else { return nil }
-        let objects = try store.open()
         let roots = node.allowedPath.isEmpty ? ["/var/lib/kubelet"] : node.allowedPath
         let inventory = NodeInventory(
-            occupancy: CacheOccupancy(directory: node.dataDir + "/cache", objects: objects),
+            occupancy: occupancy,
             stagedVolumes: { StagedVolumes.current(under: roots) },
             knownFile: node.dataDir + "/run/inventory-volumes", logger: logger)
         let reporter = InventoryReporter(

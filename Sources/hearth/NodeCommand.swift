@@ -46,12 +46,18 @@ struct NodeOptions: ParsableArguments {
         return launch
     }
 
-    func nodeService(store options: StoreOptions, objects: CredentialScopedStores, logger: Logger) -> NodeService {
+    /// What this node's cache holds per volume: one instance (its tree cache
+    /// is the costly part) for inventory reports and `cachePolicy: drop`.
+    func cacheOccupancy(_ objects: any ObjectStore) -> CacheOccupancy {
+        CacheOccupancy(directory: dataDir + "/cache", objects: objects)
+    }
+
+    func nodeService(store options: StoreOptions, objects: CredentialScopedStores, occupancy: CacheOccupancy,
+                     logger: Logger) -> NodeService {
         var settings = NodeService.Settings(
             nodeID: resolvedNodeID, paths: PathPolicy(roots: allowedPath.isEmpty ? ["/var/lib/kubelet"] : allowedPath))
         settings.maxVolumes = maxVolumes
         settings.address = advertisedAddress
-        let occupancy = CacheOccupancy(directory: dataDir + "/cache", objects: objects.base)
         settings.dropCachedBytes = { volumeID in try await occupancy.drop(volumeID) }
         let daemons = DaemonSupervisor(launch: launch(store: options), logger: logger)
         return NodeService(settings: settings, stores: objects, daemons: daemons, logger: logger)
@@ -116,10 +122,11 @@ struct NodeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = serving.logger("hearth.node")
-        let reporting = try inventory.start(node: node, store: store, logger: logger)
-        defer { reporting?.cancel() }
         let objects = try store.openScoped()
-        let service = node.nodeService(store: store, objects: objects, logger: logger)
+        let occupancy = node.cacheOccupancy(objects.base)
+        let reporting = try inventory.start(node: node, occupancy: occupancy, logger: logger)
+        defer { reporting?.cancel() }
+        let service = node.nodeService(store: store, objects: objects, occupancy: occupancy, logger: logger)
         try await service.register()
         let commitEndpoint = try node.serveCommitEndpoint(service, logger: logger)
         var routes = IdentityService(roles: [.node]).routes
@@ -142,10 +149,11 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = serving.logger("hearth.serve")
-        let reporting = try inventory.start(node: node, store: store, logger: logger)
-        defer { reporting?.cancel() }
         let objects = try store.openScoped()
-        let nodeService = node.nodeService(store: store, objects: objects, logger: logger)
+        let occupancy = node.cacheOccupancy(objects.base)
+        let reporting = try inventory.start(node: node, occupancy: occupancy, logger: logger)
+        defer { reporting?.cancel() }
+        let nodeService = node.nodeService(store: store, objects: objects, occupancy: occupancy, logger: logger)
         try await nodeService.register()
         var routes = IdentityService(roles: [.controller, .groupController, .node]).routes
         routes.merge(controllerRoutes(objects, logger: logger, commits: LocalCommits(node: nodeService)))
