@@ -46,13 +46,19 @@ extension VolumeFileSystem {
         if !keep { cache.close(clean) }
     }
 
-    /// The node's working copy, created on first write.
+    /// The node's working copy, created on first write. One the kernel may be
+    /// writing through passthrough is looked at first (size, presence): its
+    /// RELEASE is asynchronous, so a truncate or write right after close can
+    /// arrive before it.
     private func workingCopy(_ ino: UInt64) throws -> (CacheFile, Manifest?) {
         try attachClean(ino)
         return try lock.withLock {
             let node = try node(ino)
             guard node.kind == .file else { throw node.kind == .directory ? FuseError.isDirectory : FuseError.invalid }
-            if let work = node.work { return (work, node.manifest) }
+            if let work = node.work {
+                refreshFromBacking(node, force: false)
+                return (work, node.manifest)
+            }
             let chunkSize = node.manifest?.chunkSize ?? config.chunkSize
             let work: CacheFile
             do {
@@ -91,11 +97,6 @@ extension VolumeFileSystem {
     }
 
     func truncate(_ ino: UInt64, to newSize: Int64) throws {
-        // The kernel may have written this file through passthrough, and its
-        // RELEASE (which refreshes us) is asynchronous: a truncate right after
-        // close can arrive first. Take size and presence from the backing file
-        // before deciding which chunk keeps bytes.
-        lock.withLock { if let node = nodes[ino] { refreshFromBacking(node, force: true) } }
         let (work, manifest) = try workingCopy(ino)
         let boundary = min(newSize, work.size)
         if boundary % Int64(work.chunkSize) != 0 {
