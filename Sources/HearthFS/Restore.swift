@@ -39,6 +39,7 @@ extension VolumeFileSystem {
         var workPaths: [UInt64: String] = [:]
         var handles: [UInt64: JournalRecord] = [:]
         var touched = Set<UInt64>()
+        var replayedFiles = Set<UInt64>()
 
         /// Brings `ino` into memory by loading the directories on its path.
         func resolve(_ ino: UInt64, depth: Int = 0) -> Inode? {
@@ -111,6 +112,7 @@ extension VolumeFileSystem {
                     if kind == .directory { markTreeDirty(ino) } else if target.nlink > 0 { markFileDirty(target) }
                 }
                 workPaths[ino] = attrs.workingCopy
+                if kind == .file { replayedFiles.insert(ino) }
                 touched.insert(ino)
             case .open:
                 if let fh = record.fh { handles[fh] = record }
@@ -119,9 +121,22 @@ extension VolumeFileSystem {
             }
         }
 
-        // Working copies: the bytes written since the last commit.
-        for (ino, path) in workPaths {
+        // Files the replay marked dirty: the commit that follows builds each one's
+        // manifest on its committed chunks, so it needs them loaded whether or not
+        // there is a working copy (without, it would commit zeros). Working
+        // copies hold the bytes written since the last commit.
+        for ino in replayedFiles {
             guard let node = lock.withLock({ nodes[ino] }), node.kind == .file else { continue }
+            guard let path = workPaths[ino] else {
+                if let hash = lock.withLock({ node.manifest == nil ? node.child : nil }) {
+                    let content = self.content
+                    do {
+                        let manifest = try blocking { try await content.manifest(hash) }
+                        lock.withLock { node.manifest = manifest }
+                    } catch { throw fuseError(error) }
+                }
+                continue
+            }
             let manifest: Manifest?
             if let hash = lock.withLock({ node.child }) {
                 let content = self.content
@@ -131,7 +146,17 @@ extension VolumeFileSystem {
             }
             let committedSize = lock.withLock { node.committedSize }
             guard let work = cache.reopenWorkingCopy(path: path, chunkSize: manifest?.chunkSize ?? config.chunkSize,
-                                                     committedSize: manifest == nil ? 0 : committedSize) else { continue }
+                                                     committedSize: manifest == nil ? 0 : committedSize) else {
+                // Retired after a commit that holds its bytes: the head's size is the
+                // truth, not the one journaled when the copy was made (writes that
+                // extend a dirty file are not journaled).
+                lock.withLock {
+                    if node.nlink > 0 { usedBytes += committedSize - node.size }
+                    node.size = committedSize
+                    node.manifest = manifest
+                }
+                continue
+            }
             for index in work.chunks(covering: 0..<work.size) where work.isPresent(index) { work.markDirty(index..<index + 1) }
             lock.withLock {
                 node.manifest = manifest
