@@ -37,6 +37,8 @@ public final class CacheFile: @unchecked Sendable {
     private var logicalSize: Int64
     /// Open references (handles, writers); a pinned file is never evicted.
     var pins = 0
+    /// Taken over as a working copy: its fd belongs to that one now.
+    private var detached = false
 
     init(path: String, fd: Int32, mapFD: Int32, key: ContentHash?, chunkSize: Int, size: Int64, presence: [UInt8]) {
         self.path = path
@@ -195,6 +197,10 @@ public final class CacheFile: @unchecked Sendable {
 
     func markPersisted(_ index: Int, present: Bool) {
         guard mapFD >= 0 else { return }
+        condition.lock()
+        let gone = detached
+        condition.unlock()
+        guard !gone else { return }
         var byte: UInt8 = present ? 1 : 0
         _ = pwrite(mapFD, &byte, 1, off_t(NodeCache.mapHeaderSize + index))
     }
@@ -322,8 +328,23 @@ public final class CacheFile: @unchecked Sendable {
     }
 
     func closeFiles() {
+        condition.lock()
+        let gone = detached
+        condition.unlock()
+        guard !gone else { return }
         Glibc.close(fd)
         if mapFD >= 0 { Glibc.close(mapFD) }
+    }
+
+    /// This clean file became a working copy (``NodeCache/takeOver(_:volume:name:)``):
+    /// the fd now belongs to the working copy, the map is closed. A reader that still
+    /// holds this object reads the same bytes through the same fd; nothing is written
+    /// through it any more (it is complete, so nothing is fetched into it).
+    func detachForTakeOver() {
+        if mapFD >= 0 { Glibc.close(mapFD) }
+        condition.lock()
+        detached = true
+        condition.unlock()
     }
 
     static func pwriteAll(_ fd: Int32, _ data: UnsafeRawBufferPointer, offset: Int64) throws {

@@ -61,12 +61,20 @@ extension VolumeFileSystem {
             }
             let chunkSize = node.manifest?.chunkSize ?? config.chunkSize
             let work: CacheFile
-            do {
-                // A fresh name each time: a retired copy may still be open for a
-                // commit's reads, and O_TRUNC on a reused path would empty it.
-                work = try cache.makeWorkingCopy(volume: config.volumeID, name: "\(ino).\(UInt32.random(in: 0...UInt32.max))", size: node.size,
-                                                 chunkSize: chunkSize, base: node.clean)
-            } catch { throw fuseError(error) }
+            // A fresh name each time: a retired copy may still be open for a
+            // commit's reads, and O_TRUNC on a reused path would empty it.
+            let name = "\(ino).\(UInt32.random(in: 0...UInt32.max))"
+            if let clean = node.clean, clean.size == node.size, let taken = cache.takeOver(clean, volume: config.volumeID, name: name) {
+                // The complete clean copy became the working copy (a rename): the
+                // committed version is no longer cached here, its chunks are in the store.
+                work = taken
+                node.clean = nil
+            } else {
+                do {
+                    work = try cache.makeWorkingCopy(volume: config.volumeID, name: name, size: node.size,
+                                                     chunkSize: chunkSize, base: node.clean)
+                } catch { throw fuseError(error) }
+            }
             node.work = work
             journalNode(node)
             return (work, node.manifest)
