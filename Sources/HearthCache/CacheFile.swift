@@ -103,6 +103,15 @@ public final class CacheFile: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Adopts a size the kernel gave the file through passthrough writes whose
+    /// chunks are not taken yet (they will be, all at once, by
+    /// ``noteExternalWrites(size:)``); the daemon's own reads and writes need it now.
+    public func noteExternalSize(_ newSize: Int64) {
+        condition.lock()
+        if newSize != logicalSize { setSizeLocked(newSize) }
+        condition.unlock()
+    }
+
     /// Makes every chunk in `indexes` present, calling `fetch` (outside the lock) for
     /// each absent one; concurrent callers wanting the same chunk wait for the first.
     /// Returns how many chunks were fetched (cache misses).

@@ -314,7 +314,7 @@ extension VolumeFileSystem {
         lock.withLock {
             if let node = nodes[ino], node.passthrough?.writable == true { refreshFromBacking(node, force: true) }
         }
-        try commit()
+        try writeback.commitAndWait()
     }
 
     public func fallocate(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, offset: UInt64, length: UInt64, mode: UInt32) throws {

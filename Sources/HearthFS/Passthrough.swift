@@ -19,9 +19,25 @@ struct PassthroughState {
     /// times and dirty chunks from it (``VolumeFileSystem/refreshFromBacking(_:force:)``).
     var writable: Bool
     var opens: Int
-    /// Size and mtime of the backing file when last looked at.
+    /// Size and mtime of the backing file when last looked at, and when that was.
     var seenSize: Int64
     var seenMtimeNs: Int64
+    var seenAtNs: Int64 = 0
+    /// The kernel wrote the backing file since its chunks were last marked dirty.
+    var unnoted = false
+    /// When its chunks were last marked dirty (or it was registered).
+    var notedAtNs: Int64 = 0
+}
+
+/// When a look at a writable backing file marks its chunks dirty (see
+/// ``VolumeFileSystem/refreshFromBacking(_:take:)``).
+enum BackingTake {
+    /// Now, whatever size and mtime say: fsync, the last close, a snapshot's commit.
+    case now
+    /// If it changed and the writer paused, or the last take is old: interval commits.
+    case whenDue
+    /// Never: attributes only (getattr, reads, before a daemon write).
+    case later
 }
 
 /// How one open handle's I/O is served.
@@ -124,7 +140,7 @@ extension VolumeFileSystem {
         var st = stat()
         fstat(file.fd, &st)
         node.passthrough = PassthroughState(id: id, file: file, writable: writable, opens: 1, seenSize: Int64(st.st_size),
-                                            seenMtimeNs: Self.mtimeNs(st))
+                                            seenMtimeNs: Self.mtimeNs(st), seenAtNs: nowNs(), notedAtNs: nowNs())
         if writable { passthroughWriters.insert(node.ino) }
         passthroughStats.passthroughOpens += 1
         return (.passthrough, FuseOpenFlag.passthrough, id)
@@ -134,7 +150,9 @@ extension VolumeFileSystem {
     /// backing id, after a final look at what the kernel wrote through a write open.
     func releasePassthrough(_ node: Inode, writing: Bool) {
         guard var state = node.passthrough else { return }
-        if state.writable { refreshFromBacking(node, force: writing) }
+        // The last open takes everything too: what it has not noted yet would be
+        // forgotten with the state.
+        if state.writable { refreshFromBacking(node, take: writing || state.opens == 1 ? .now : .later) }
         state = node.passthrough ?? state
         state.opens -= 1
         guard state.opens == 0 else {
@@ -150,41 +168,85 @@ extension VolumeFileSystem {
     }
 
     /// Picks up what the kernel wrote to a writable backing file (lock held): size,
-    /// mtime and ctime into the inode (getattr must show them), the size into the
-    /// quota, and every chunk dirty for the next commit. `force` marks dirty even if
-    /// size and mtime look unchanged: writes through a shared mmap can change bytes
-    /// without moving mtime, so fsync and the last close always take everything.
+    /// mtime and ctime into the inode at every look (getattr must show them), the
+    /// size into the quota, and, when `force`, every chunk dirty for the next commit.
+    /// Forced for fsync and the last close because writes through a shared mmap can
+    /// change bytes without moving mtime.
     func refreshFromBacking(_ node: Inode, force: Bool) {
+        refreshFromBacking(node, take: force ? .now : .later)
+    }
+
+    /// The daemon cannot see which chunks the kernel wrote, so taking a passthrough
+    /// writer's changes means marking every chunk dirty, and the commit then reads
+    /// and hashes the whole file (uploading only chunks whose hash moved). Doing that
+    /// at every 5 s interval while a writer streams into a 512 MiB file cost ~20% of
+    /// its write speed on this machine. So interval commits take a changed file only
+    /// once its writer paused (mtime older than ``passthroughQuietNs``) or after
+    /// ``passthroughDirtyExpiryNs`` since the last take, as the kernel's own dirty
+    /// page write-back waits for `dirty_expire_centisecs` (30 s). Until then the
+    /// bytes are safe on the node's disk in the journaled working copy (a daemon
+    /// crash loses nothing); fsync, close and a snapshot's commit take them at once.
+    func refreshFromBacking(_ node: Inode, take: BackingTake) {
         guard var state = node.passthrough, state.writable, let work = node.work, work === state.file else { return }
         var st = stat()
         guard fstat(work.fd, &st) == 0 else { return }
         passthroughStats.refreshes += 1
-        let size = Int64(st.st_size), mtime = Self.mtimeNs(st)
+        let size = Int64(st.st_size), mtime = Self.mtimeNs(st), now = nowNs()
         // A write in the same timestamp tick as the last look leaves mtime as it was:
-        // treat a recent mtime as changed.
-        let recent = nowNs() - mtime < 1_000_000_000
-        let changed = force || recent || size != state.seenSize || mtime != state.seenMtimeNs
-        guard changed else { return }
-        if size != node.size {
-            if node.nlink > 0 { usedBytes += size - node.size }
-            node.size = size
+        // if that look was within a tick of the mtime it saw, assume a write hid there.
+        let sameTick = state.seenAtNs - state.seenMtimeNs < Self.timestampTickNs
+        state.seenAtNs = now
+        if sameTick || size != state.seenSize || mtime != state.seenMtimeNs {
+            state.unnoted = true
+            if size != node.size {
+                if node.nlink > 0 { usedBytes += size - node.size }
+                node.size = size
+            }
+            if mtime != state.seenMtimeNs {
+                node.mtimeNs = mtime
+                node.ctimeNs = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
+            }
+            state.seenSize = size
+            state.seenMtimeNs = mtime
         }
-        if mtime != state.seenMtimeNs {
-            node.mtimeNs = mtime
-            node.ctimeNs = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
+        let due: Bool
+        switch take {
+        case .now: due = true
+        case .whenDue:
+            // A file this commit takes anyway (a daemon write, a truncate) takes all of
+            // it: a manifest must never pair the new size with chunks not yet taken.
+            due = state.unnoted && (dirtyFiles.contains(node.ino) || now - mtime >= Self.passthroughQuietNs
+                                    || now - state.notedAtNs >= Self.passthroughDirtyExpiryNs)
+        case .later: due = false
         }
-        work.noteExternalWrites(size: size)
-        state.seenSize = size
-        state.seenMtimeNs = mtime
+        if due {
+            trace("passthrough take ino \(node.ino) \(take) size \(size) mtime age \((now - mtime) / 1_000_000) ms")
+            work.noteExternalWrites(size: size)
+            state.unnoted = false
+            state.notedAtNs = now
+        } else if size != work.size {
+            // The size is known even when the chunks are not taken yet: a daemon
+            // read or write must see the file as long as the kernel made it.
+            work.noteExternalSize(size)
+        }
         node.passthrough = state
-        if !dirtyFiles.contains(node.ino) { markFileDirty(node) }
+        if due && !dirtyFiles.contains(node.ino) { markFileDirty(node) }
     }
 
-    /// Refreshes every file with a writable passthrough open (lock held); the
-    /// committer calls this before taking dirty state.
-    func refreshPassthroughWriters() {
+    /// Bound on the file timestamp granularity (a jiffy at the coarsest, HZ=100),
+    /// with margin.
+    static let timestampTickNs: Int64 = 50_000_000
+    /// A writer that wrote nothing for this long has paused: interval commits take it.
+    static let passthroughQuietNs: Int64 = 1_000_000_000
+    /// A writer that never pauses is taken by an interval commit this long after the
+    /// last take (the kernel's default `dirty_expire_centisecs`).
+    static let passthroughDirtyExpiryNs: Int64 = 30_000_000_000
+
+    /// Refreshes every file with a writable passthrough open (lock held): the
+    /// committer (`.whenDue`) before taking dirty state, a snapshot's commit (`.now`).
+    func refreshPassthroughWriters(take: BackingTake = .whenDue) {
         for ino in passthroughWriters {
-            if let node = nodes[ino] { refreshFromBacking(node, force: false) }
+            if let node = nodes[ino] { refreshFromBacking(node, take: take) }
         }
     }
 

@@ -128,8 +128,12 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         try writeback.stop()
     }
 
-    /// Commits now and waits until it is durable (what fsync does).
-    public func commit() throws { try writeback.commitAndWait() }
+    /// Commits everything now, passthrough writes included, and waits until it is
+    /// durable (a snapshot's commit request).
+    public func commit() throws {
+        lock.withLock { refreshPassthroughWriters(take: .now) }
+        try writeback.commitAndWait()
+    }
 
     /// Applies a changed volume record while mounted (the daemon re-reads it on
     /// SIGHUP): the new capacity bounds writes and shows in statfs at once; a new
