@@ -1,4 +1,5 @@
 import Foundation
+import HearthStore
 import Testing
 
 #if canImport(Glibc)
@@ -173,6 +174,183 @@ struct PassthroughTests {
         try FileManager.default.removeItem(atPath: v.cacheDir)
         try v.start()
         #expect(try readFile(v.path("shared")) == expected)
+        try v.stop()
+    }
+
+    /// The clean cache files under `objects/` (no maps, no temporaries): path → inode.
+    private func cleanCacheFiles(_ v: MountedVolume) -> [String: UInt64] {
+        let dir = v.cacheDir + "/objects"
+        var out: [String: UInt64] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where !name.contains(".") {
+            var st = stat()
+            if stat(dir + "/" + name, &st) == 0 { out[dir + "/" + name] = UInt64(st.st_ino) }
+        }
+        return out
+    }
+
+    private func workingCopyInodes(_ v: MountedVolume) -> Set<UInt64> {
+        let dir = v.cacheDir + "/work/" + v.volumeID
+        var out = Set<UInt64>()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            var st = stat()
+            if stat(dir + "/" + name, &st) == 0 { out.insert(UInt64(st.st_ino)) }
+        }
+        return out
+    }
+
+    @Test func writeOpenOfACachedFileTakesTheCleanCopyOverWithoutCopying() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        let original = patternBytes(4 << 20 + 99, seed: 40)
+        try committedFile(v, "big", original)
+        #expect(try readFile(v.path("big")) == original)
+        let clean = cleanCacheFiles(v)
+        #expect(clean.count == 1, "one clean copy: \(clean)")
+        // The write open makes the working copy (for passthrough): the same inode,
+        // renamed out of objects/, not a copy of its bytes.
+        let fd = open(v.path("big"), O_RDWR)
+        #expect(fd >= 0)
+        #expect(workingCopyInodes(v) == Set(clean.values), "the working copy is the clean file's inode")
+        #expect(cleanCacheFiles(v).isEmpty)
+        var expected = original
+        let patch = patternBytes(5000, seed: 41)
+        #expect(patch.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 3 << 20) } == patch.count)
+        expected.replaceSubrange((3 << 20)..<((3 << 20) + patch.count), with: patch)
+        var back = [UInt8](repeating: 0, count: 100)
+        #expect(back.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) } == 100)
+        #expect(back == Array(original[0..<100]), "untouched bytes are the committed version's")
+        close(fd)
+        #expect(try readFile(v.path("big")) == expected)
+        let s = try v.stats()
+        #expect(s.count("write") == 0, "passthrough writes")
+        // Committed right: a cold cache reads it from the store.
+        try v.stop()
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        #expect(try readFile(v.path("big")) == expected)
+        try v.stop()
+    }
+
+    @Test func readersOfTheCommittedVersionKeepItsBytesWhenAWriterTakesItsCopy() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        // Four files with the same content share one clean cache file on the node.
+        let original = patternBytes(3 << 20 + 5, seed: 42)
+        for name in ["a", "b", "c", "d"] { try writeFile(v.path(name), original, sync: true) }
+        try v.stop()
+        try v.start()
+        #expect(try readFile(v.path("b")) == original)
+        let sharedFiles = cleanCacheFiles(v)
+        #expect(sharedFiles.count == 1)
+        let shared = sharedFiles.values.first ?? 0
+
+        // b is open for reading (passthrough on the shared clean file): a write open of
+        // a must not take that file over, it copies, and b keeps reading the original.
+        let reader = open(v.path("b"), O_RDONLY)
+        #expect(reader >= 0)
+        let writer = open(v.path("a"), O_RDWR)
+        #expect(writer >= 0)
+        #expect(cleanCacheFiles(v).values.contains(shared), "the shared clean file stays while b has it open")
+        let patchA = patternBytes(8192, seed: 43)
+        #expect(patchA.withUnsafeBytes { pwrite(writer, $0.baseAddress, $0.count, 0) } == patchA.count)
+        close(writer)
+        var back = [UInt8](repeating: 0, count: original.count)
+        #expect(back.withUnsafeMutableBytes { pread(reader, $0.baseAddress, $0.count, 0) } == back.count)
+        #expect(back == original)
+        close(reader)
+
+        // The same from another daemon on the node (another volume of the store with
+        // a file of the same content, sharing the cache directory): its open holds the
+        // clean file's shared lock.
+        let otherMount = v.root + "/other"
+        try FileManager.default.createDirectory(atPath: otherMount, withIntermediateDirectories: true)
+        let otherID = try await Catalog(try DirectoryStore(root: URL(fileURLWithPath: v.store)))
+            .createVolume(name: "other", capacityBytes: 64 << 30).id
+        let other = try await MountedVolume(root: v.root, volumeID: otherID)
+        other.cacheDir = v.cacheDir
+        try other.start(mountpoint: otherMount)
+        try writeFile(otherMount + "/x", original, sync: true)
+        try other.stop()
+        try other.start(mountpoint: otherMount)
+        let otherReader = open(otherMount + "/x", O_RDONLY)
+        #expect(otherReader >= 0)
+        #expect(back.withUnsafeMutableBytes { pread(otherReader, $0.baseAddress, 4096, 0) } == 4096)
+        let cWriter = open(v.path("c"), O_RDWR)
+        #expect(cWriter >= 0)
+        #expect(cleanCacheFiles(v).values.contains(shared), "another daemon's open keeps it")
+        let patchC = patternBytes(8192, seed: 44)
+        #expect(patchC.withUnsafeBytes { pwrite(cWriter, $0.baseAddress, $0.count, 1 << 20) } == patchC.count)
+        close(cWriter)
+        #expect(back.withUnsafeMutableBytes { pread(otherReader, $0.baseAddress, $0.count, 0) } == original.count)
+        #expect(back == original)
+        close(otherReader)
+        try other.stop()
+
+        // Nobody holds it now: b's write open takes it over (no copy), and d, read
+        // meanwhile, gets the committed version from the store.
+        let bWriter = open(v.path("b"), O_RDWR)
+        #expect(bWriter >= 0)
+        #expect(workingCopyInodes(v).contains(shared), "taken over: the working copy is the clean file's inode")
+        #expect(try readFile(v.path("d")) == original)
+        let patchB = patternBytes(8192, seed: 47)
+        #expect(patchB.withUnsafeBytes { pwrite(bWriter, $0.baseAddress, $0.count, 2 << 20) } == patchB.count)
+        close(bWriter)
+
+        var expectedA = original, expectedB = original, expectedC = original
+        expectedA.replaceSubrange(0..<8192, with: patchA)
+        expectedB.replaceSubrange((2 << 20)..<((2 << 20) + 8192), with: patchB)
+        expectedC.replaceSubrange((1 << 20)..<((1 << 20) + 8192), with: patchC)
+        #expect(try readFile(v.path("a")) == expectedA)
+        #expect(try readFile(v.path("b")) == expectedB)
+        #expect(try readFile(v.path("c")) == expectedC)
+        #expect(try readFile(v.path("d")) == original)
+        try v.stop()
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        #expect(try readFile(v.path("a")) == expectedA)
+        #expect(try readFile(v.path("b")) == expectedB)
+        #expect(try readFile(v.path("c")) == expectedC)
+        #expect(try readFile(v.path("d")) == original)
+        try v.stop()
+    }
+
+    /// Every file of the store with its modification time (a commit rewrites the head).
+    private func storeListing(_ v: MountedVolume) throws -> [String] {
+        try sh("find \(v.store) -type f -printf '%p %T@\\n' | sort").output.split(separator: "\n").map(String.init)
+    }
+
+    @Test func idleIntervalCommitsOfAnOpenPassthroughWriterWriteNothing() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start() // --commit-interval 1s
+        var expected = patternBytes(6 << 20, seed: 45)
+        let fd = open(v.path("open"), O_RDWR | O_CREAT, 0o644)
+        #expect(fd >= 0)
+        #expect(expected.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == expected.count)
+        // fsync outside the write's timestamp tick: a look within it must assume a
+        // later write may hide behind the same mtime, and would take the file again.
+        usleep(200_000)
+        #expect(fsync(fd) == 0)
+        // Open, written and fsynced: interval commits find nothing new to take (its
+        // size and mtime stay put), so they neither hash it again nor write the store.
+        let before = try storeListing(v)
+        sleep(4)
+        let after = try storeListing(v)
+        #expect(after == before, "idle interval commits wrote the store: \(Set(after).subtracting(before))")
+        // New passthrough writes; fsync makes them durable before it returns.
+        let patch = patternBytes(4096, seed: 46)
+        #expect(patch.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 5 << 20) } == patch.count)
+        expected.replaceSubrange((5 << 20)..<((5 << 20) + patch.count), with: patch)
+        #expect(fsync(fd) == 0)
+        // A crash now: what fsync acknowledged is in the store (cold cache, fresh start).
+        v.crash()
+        close(fd)
+        _ = umount2(v.mountpoint, Int32(MNT_DETACH))
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        #expect(try readFile(v.path("open")) == expected)
         try v.stop()
     }
 
