@@ -40,6 +40,9 @@ public struct DaemonLaunch: Sendable {
 
 public struct DaemonError: Error, CustomStringConvertible, Sendable {
     public var description: String
+    /// The node plugin is handing its daemons to a successor: the caller should
+    /// retry (UNAVAILABLE), and will reach the successor.
+    public var handingOver = false
 }
 
 /// Runs one FUSE daemon per staged volume and keeps it running: a daemon that
@@ -55,27 +58,40 @@ public final class DaemonSupervisor: Sendable {
         public var running: Bool
     }
 
-    private final class Daemon: @unchecked Sendable {
-        // Why unchecked: `process` is replaced only under the supervisor's
-        // lock; Process itself is thread-safe for terminate/isRunning.
+    final class Daemon: @unchecked Sendable {
+        // Why unchecked: `process`, `state` and `stopping` change only under the
+        // supervisor's lock; Process itself is thread-safe for terminate/isRunning.
         var state: State
-        var process: Process
+        /// nil for a daemon adopted from a predecessor node plugin until its
+        /// successor is spawned (the running one is not our child).
+        var process: Process?
         var stopping = false
         /// Holds the daemon's /dev/fuse fd across its restarts (nil: no keeper).
         let keeper: FDKeeper?
-        /// Kept for restarts: the volume's own variables (S3 keys from its secrets).
+        /// Kept for restarts and for a successor node plugin: the volume's own
+        /// flags and variables (S3 keys from its secrets).
+        let extraArguments: [String]
         let environment: [String: String]
-        init(state: State, process: Process, environment: [String: String], keeper: FDKeeper?) {
+        init(state: State, process: Process?, extraArguments: [String], environment: [String: String], keeper: FDKeeper?) {
             self.keeper = keeper
             self.state = state
             self.process = process
+            self.extraArguments = extraArguments
             self.environment = environment
         }
     }
 
-    private let launch: DaemonLaunch
-    private let logger: Logger
-    private let daemons = Mutex<[String: Daemon]>([:])
+    /// Starts and stops in flight, and whether the daemons are being handed to a
+    /// successor node plugin (then no more may start or stop here).
+    struct Gate {
+        var handingOver = false
+        var busy = 0
+    }
+
+    let launch: DaemonLaunch
+    let logger: Logger
+    let daemons = Mutex<[String: Daemon]>([:])
+    let gate = Mutex(Gate())
 
     public init(launch: DaemonLaunch, logger: Logger) {
         self.launch = launch
@@ -94,37 +110,60 @@ public final class DaemonSupervisor: Sendable {
     /// command line, which every user of the machine can read.
     public func start(volumeID: String, mountpoint: String, readOnly: Bool, extraArguments: [String] = [],
                       environment: [String: String] = [:]) async throws {
+        try enter()
+        defer { leave() }
         if let existing = state(volumeID) {
             guard existing.mountpoint == mountpoint else {
                 throw DaemonError(description: "volume \(volumeID) is already staged at \(existing.mountpoint)")
             }
             if MountTable.isMountPoint(mountpoint) { return }
         }
-        var extraArguments = extraArguments
-        var keeper: FDKeeper?
-        if let dir = launch.keeperDirectory {
+        let keeper = try launch.keeperDirectory.map { dir in
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            keeper = try FDKeeper(socketPath: "\(dir)/\(volumeID).keeper")
-            extraArguments += ["--keeper-socket", "\(dir)/\(volumeID).keeper"]
+            return try FDKeeper(socketPath: keeperSocket(volumeID)!)
         }
+        let daemon = Daemon(
+            state: State(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, pid: 0, restarts: 0, running: true),
+            process: nil, extraArguments: extraArguments, environment: environment, keeper: keeper)
         let process: Process
         do {
-            process = try spawn(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, extra: extraArguments,
-                                environment: environment)
+            process = try spawn(daemon)
         } catch {
             keeper?.close()
             throw error
         }
-        let daemon = Daemon(
-            state: State(volumeID: volumeID, mountpoint: mountpoint, readOnly: readOnly, pid: process.processIdentifier,
-                         restarts: 0, running: true), process: process, environment: environment, keeper: keeper)
-        daemons.withLock { $0[volumeID] = daemon }
-        watch(daemon, extra: extraArguments)
-        try await waitForMount(mountpoint, daemon: daemon)
+        daemons.withLock { table in
+            daemon.process = process
+            daemon.state.pid = process.processIdentifier
+            table[volumeID] = daemon
+        }
+        watch(daemon, process)
+        try await waitForMount(mountpoint, daemon: daemon, process: process)
     }
 
-    private func spawn(volumeID: String, mountpoint: String, readOnly: Bool, extra: [String],
-                       environment: [String: String]) throws -> Process {
+    /// Counts a start or stop in, unless the daemons are being handed over.
+    private func enter() throws {
+        try gate.withLock { gate in
+            guard !gate.handingOver else {
+                throw DaemonError(description: "the node plugin is handing its volumes to a successor; retry", handingOver: true)
+            }
+            gate.busy += 1
+        }
+    }
+
+    private func leave() { gate.withLock { $0.busy -= 1 } }
+
+    func keeperSocket(_ volumeID: String) -> String? {
+        launch.keeperDirectory.map { "\($0)/\(volumeID).keeper" }
+    }
+
+    /// Starts `hearth mount` for the daemon's volume (with a keeper, a
+    /// successor takes the live connection over instead of mounting).
+    func spawn(_ daemon: Daemon) throws -> Process {
+        let (volumeID, mountpoint, readOnly) = daemons.withLock { _ in
+            (daemon.state.volumeID, daemon.state.mountpoint, daemon.state.readOnly)
+        }
+        let extra = daemon.extraArguments + (keeperSocket(volumeID).map { ["--keeper-socket", $0] } ?? [])
         try FileManager.default.createDirectory(atPath: launch.logDirectory, withIntermediateDirectories: true)
         let logPath = logPath(volumeID)
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
@@ -140,7 +179,7 @@ public final class DaemonSupervisor: Sendable {
         process.arguments = ["mount"] + launch.arguments + extra + control + (readOnly ? ["--read-only"] : []) + [volumeID, mountpoint]
         process.environment = ProcessInfo.processInfo.environment
             .merging(launch.environment) { _, new in new }
-            .merging(environment) { _, new in new }
+            .merging(daemon.environment) { _, new in new }
         process.standardOutput = log
         process.standardError = log
         try process.run()
@@ -150,8 +189,7 @@ public final class DaemonSupervisor: Sendable {
     }
 
     /// Restarts the daemon whenever it exits without being asked to.
-    private func watch(_ daemon: Daemon, extra: [String]) {
-        let process = daemon.process
+    func watch(_ daemon: Daemon, _ process: Process) {
         process.terminationHandler = { [self] ended in
             let restart = daemons.withLock { _ -> Bool in
                 daemon.state.running = false
@@ -162,26 +200,25 @@ public final class DaemonSupervisor: Sendable {
                 "volume": "\(daemon.state.volumeID)", "status": "\(ended.terminationStatus)",
             ])
             do {
-                let next = try spawn(volumeID: daemon.state.volumeID, mountpoint: daemon.state.mountpoint,
-                                     readOnly: daemon.state.readOnly, extra: extra, environment: daemon.environment)
+                let next = try spawn(daemon)
                 daemons.withLock { _ in
                     daemon.process = next
                     daemon.state.pid = next.processIdentifier
                     daemon.state.restarts += 1
                     daemon.state.running = true
                 }
-                watch(daemon, extra: extra)
+                watch(daemon, next)
             } catch {
                 logger.error("cannot restart daemon: \(error)", metadata: ["volume": "\(daemon.state.volumeID)"])
             }
         }
     }
 
-    private func waitForMount(_ mountpoint: String, daemon: Daemon) async throws {
+    private func waitForMount(_ mountpoint: String, daemon: Daemon, process: Process) async throws {
         let giveUp = ContinuousClock.now + launch.mountTimeout
         while ContinuousClock.now < giveUp {
             if let entry = MountTable.mount(at: mountpoint), entry.fsType.hasPrefix("fuse") { return }
-            if !daemon.process.isRunning && daemon.state.restarts == 0 {
+            if !process.isRunning && daemon.state.restarts == 0 {
                 let tail = logTail(daemon.state.volumeID)
                 daemons.withLock { $0[daemon.state.volumeID] = nil }
                 daemon.keeper?.close()
@@ -195,12 +232,18 @@ public final class DaemonSupervisor: Sendable {
     /// Stops the daemon (it commits dirty data and unmounts on SIGTERM);
     /// kills it past the stop timeout and detaches a mount left behind.
     public func stop(_ volumeID: String) async throws {
+        try enter()
+        defer { leave() }
         guard let daemon = daemons.withLock({ d -> Daemon? in
             let daemon = d[volumeID]
             daemon?.stopping = true
             return daemon
         }) else { return }
-        let process = daemon.process
+        guard let process = daemons.withLock({ _ in daemon.process }) else {
+            daemons.withLock { $0[volumeID] = nil }
+            daemon.keeper?.close()
+            return
+        }
         if process.isRunning { process.terminate() }
         let giveUp = ContinuousClock.now + launch.stopTimeout
         while process.isRunning && ContinuousClock.now < giveUp { try await Task.sleep(for: .milliseconds(20)) }
@@ -224,7 +267,7 @@ public final class DaemonSupervisor: Sendable {
 
     /// Sends `signal` to the volume's daemon (SIGHUP: re-read the volume record).
     public func signal(_ volumeID: String, _ number: Int32) -> Bool {
-        guard let pid = daemons.withLock({ $0[volumeID]?.process.processIdentifier }) else { return false }
+        guard let pid = daemons.withLock({ $0[volumeID]?.process?.processIdentifier }) else { return false }
         return kill(pid, number) == 0
     }
 

@@ -20,8 +20,11 @@ final class FDKeeper: Sendable {
     private let kept = Mutex<Int32?>(nil)
     private let closed = Atomic<Bool>(false)
 
-    init(socketPath: String) throws {
+    /// `fd`: a connection handed over by a predecessor node plugin, held from the
+    /// start (its daemon's successor takes it over).
+    init(socketPath: String, holding fd: Int32? = nil) throws {
         self.socketPath = socketPath
+        kept.withLock { $0 = fd }
         listener = try FDHandoff.listen(socketPath)
         let thread = Thread { [self] in serve() }
         thread.name = "fd-keeper"
@@ -69,9 +72,21 @@ final class FDKeeper: Sendable {
         }
     }
 
+    /// Runs `body` with the kept fd (nil: none yet) while no one can close it.
+    func withFD<T>(_ body: (Int32?) throws -> T) rethrows -> T {
+        try kept.withLock { try body($0) }
+    }
+
     /// Lets go of the connection (the volume is being unstaged, or its daemon
     /// exited on purpose) and stops serving.
-    func close() {
+    func close() { stop(removingSocket: true) }
+
+    /// Lets go of our reference once a successor node plugin holds its own
+    /// (handed over), leaving the socket path to the successor's keeper, which
+    /// has bound it anew.
+    func retire() { stop(removingSocket: false) }
+
+    private func stop(removingSocket: Bool) {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         kept.withLock { fd in
             if let fd { Glibc.close(fd) }
@@ -79,6 +94,6 @@ final class FDKeeper: Sendable {
         }
         shutdown(listener, Int32(SHUT_RDWR))
         Glibc.close(listener)
-        unlink(socketPath)
+        if removingSocket { unlink(socketPath) }
     }
 }

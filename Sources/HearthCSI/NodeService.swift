@@ -99,7 +99,7 @@ public struct NodeService: Sendable {
             try await daemons.start(volumeID: record.id, mountpoint: staging, readOnly: readOnly, extraArguments: extra,
                                     environment: credentials?.environment ?? [:])
         } catch let error as DaemonError {
-            throw RPCError(.internal, error.description)
+            throw error.rpcError
         }
         logger.info("volume staged", metadata: ["id": "\(record.id)", "path": "\(staging)", "ro": "\(readOnly)"])
         return Csi_V1_NodeStageVolumeResponse()
@@ -110,7 +110,7 @@ public struct NodeService: Sendable {
         let staging = try settings.paths.check(request.stagingTargetPath, "staging_target_path")
         if Require.looksLikeID(request.volumeID), daemons.state(request.volumeID) != nil {
             do { try await daemons.stop(request.volumeID) } catch let error as DaemonError {
-                throw RPCError(.internal, error.description)
+                throw error.rpcError
             }
             await dropCacheIfAsked(request.volumeID)
         }

@@ -95,12 +95,23 @@ public enum FDHandoff {
 
     /// Sends one byte, with `fd` attached when given.
     public static func send(_ sock: Int32, byte: UInt8, fd: Int32?) throws {
-        var payload = byte
+        try sendBytes(sock, [byte], fd: fd)
+    }
+
+    /// Receives one byte and the fd attached to it, if any (close-on-exec).
+    public static func receive(_ sock: Int32) throws -> (byte: UInt8, fd: Int32?) {
+        let (bytes, fd) = try receiveBytes(sock, count: 1)
+        return (bytes[0], fd)
+    }
+
+    /// Sends `bytes` (one sendmsg, retried for the rest), with `fd` attached to the first.
+    static func sendBytes(_ sock: Int32, _ bytes: [UInt8], fd: Int32?) throws {
+        var payload = bytes
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: cmsgSpace, alignment: 8)
         defer { control.deallocate() }
         control.initializeMemory(as: UInt8.self, repeating: 0)
-        let sent: Int = withUnsafeMutablePointer(to: &payload) { p in
-            var iov = iovec(iov_base: UnsafeMutableRawPointer(p), iov_len: 1)
+        let sent: Int = payload.withUnsafeMutableBytes { p in
+            var iov = iovec(iov_base: p.baseAddress, iov_len: p.count)
             return withUnsafeMutablePointer(to: &iov) { iovp in
                 var msg = msghdr()
                 msg.msg_iov = iovp
@@ -113,40 +124,54 @@ public enum FDHandoff {
                     msg.msg_control = control.baseAddress
                     msg.msg_controllen = cmsgSpace
                 }
-                return sendmsg(sock, &msg, Int32(MSG_NOSIGNAL))
+                var n: Int
+                repeat { n = sendmsg(sock, &msg, Int32(MSG_NOSIGNAL)) } while n < 0 && errno == EINTR
+                return n
             }
         }
-        guard sent == 1 else { throw Failure(description: "sendmsg: \(String(cString: strerror(errno)))") }
+        guard sent > 0 else { throw Failure(description: "sendmsg: \(String(cString: strerror(errno)))") }
+        if sent < bytes.count { try FDFrames.writeAll(sock, Array(bytes[sent...])) }
     }
 
-    /// Receives one byte and the fd attached to it, if any (close-on-exec).
-    public static func receive(_ sock: Int32) throws -> (byte: UInt8, fd: Int32?) {
-        var payload: UInt8 = 0
+    /// Receives exactly `count` bytes and the fd attached to the first of them, if any
+    /// (close-on-exec).
+    static func receiveBytes(_ sock: Int32, count: Int) throws -> (bytes: [UInt8], fd: Int32?) {
+        var payload = [UInt8](repeating: 0, count: count)
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: cmsgSpace, alignment: 8)
         defer { control.deallocate() }
         control.initializeMemory(as: UInt8.self, repeating: 0)
         var controlLength = 0
-        let received: Int = withUnsafeMutablePointer(to: &payload) { p in
-            var iov = iovec(iov_base: UnsafeMutableRawPointer(p), iov_len: 1)
+        let received: Int = payload.withUnsafeMutableBytes { p in
+            var iov = iovec(iov_base: p.baseAddress, iov_len: p.count)
             return withUnsafeMutablePointer(to: &iov) { iovp in
                 var msg = msghdr()
                 msg.msg_iov = iovp
                 msg.msg_iovlen = 1
                 msg.msg_control = control.baseAddress
                 msg.msg_controllen = cmsgSpace
-                let n = recvmsg(sock, &msg, Int32(MSG_CMSG_CLOEXEC))
+                var n: Int
+                repeat { n = recvmsg(sock, &msg, Int32(MSG_CMSG_CLOEXEC)) } while n < 0 && errno == EINTR
                 controlLength = Int(msg.msg_controllen)
                 return n
             }
-        }
-        guard received == 1 else {
-            throw Failure(description: received == 0 ? "peer closed" : "recvmsg: \(String(cString: strerror(errno)))")
         }
         var fd: Int32?
         if controlLength >= cmsgLen,
            control.load(fromByteOffset: 8, as: Int32.self) == SOL_SOCKET,
            control.load(fromByteOffset: 12, as: Int32.self) == Int32(SCM_RIGHTS) {
             fd = control.load(fromByteOffset: cmsgHeader, as: Int32.self)
+        }
+        guard received > 0 else {
+            if let fd { close(fd) }
+            throw Failure(description: received == 0 ? "peer closed" : "recvmsg: \(String(cString: strerror(errno)))")
+        }
+        if received < count {
+            do {
+                payload.replaceSubrange(received..., with: try FDFrames.readAll(sock, count: count - received))
+            } catch {
+                if let fd { close(fd) }
+                throw error
+            }
         }
         return (payload, fd)
     }

@@ -45,7 +45,9 @@ struct GRPCServingOptions: ParsableArguments {
     /// Serves `routes` until SIGTERM or SIGINT, then shuts down gracefully;
     /// with `--metrics-listen`, every call is counted and timed for /metrics,
     /// which also shows what `extraMetrics` samples at scrape time.
-    func serve(_ routes: RPCRoutes, logger: Logger, extraMetrics: @escaping @Sendable () async -> String = { "" }) async throws {
+    /// `stop`: lets other code stop the server (the node plugin handing over).
+    func serve(_ routes: RPCRoutes, logger: Logger, extraMetrics: @escaping @Sendable () async -> String = { "" },
+               stop: StopSwitch? = nil) async throws {
         var routes = routes
         var metricsTask: Task<Void, Never>? = nil
         if let metricsListen {
@@ -76,6 +78,7 @@ struct GRPCServingOptions: ParsableArguments {
             logger.info("received signal \(signal); shutting down")
             Task { await server.shutdown(grace: grace) }
         }
+        stop?.arm { Task { await server.shutdown(grace: grace) } }
         await server.waitUntilStopped()
         withExtendedLifetime(signals) {}
     }

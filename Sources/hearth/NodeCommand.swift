@@ -29,6 +29,9 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "The host:port controllers dial for this node (default: $POD_IP or the listen host, with the listen port).")
     var controlAddress: String?
 
+    @Option(help: "Once a newer node plugin has taken the volumes over: exit, or wait for SIGTERM (in a DaemonSet, so that kubelet does not restart the container, which would take them back).")
+    var afterHandover: AfterHandover = .exit
+
     var resolvedNodeID: String {
         nodeID ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
     }
@@ -52,14 +55,13 @@ struct NodeOptions: ParsableArguments {
         CacheOccupancy(directory: dataDir + "/cache", objects: objects)
     }
 
-    func nodeService(store options: StoreOptions, objects: CredentialScopedStores, occupancy: CacheOccupancy,
+    func nodeService(daemons: DaemonSupervisor, objects: CredentialScopedStores, occupancy: CacheOccupancy,
                      logger: Logger) -> NodeService {
         var settings = NodeService.Settings(
             nodeID: resolvedNodeID, paths: PathPolicy(roots: allowedPath.isEmpty ? ["/var/lib/kubelet"] : allowedPath))
         settings.maxVolumes = maxVolumes
         settings.address = advertisedAddress
         settings.dropCachedBytes = { volumeID in try await occupancy.drop(volumeID) }
-        let daemons = DaemonSupervisor(launch: launch(store: options), logger: logger)
         return NodeService(settings: settings, stores: objects, daemons: daemons, logger: logger)
     }
 }
@@ -123,16 +125,20 @@ struct NodeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = serving.logger("hearth.node")
         let objects = try store.openScoped()
+        let daemons = DaemonSupervisor(launch: node.launch(store: store), logger: logger)
+        try node.takeOverFromPredecessor(daemons, logger: logger)
         let occupancy = node.cacheOccupancy(objects.base)
         let reporting = try inventory.start(node: node, occupancy: occupancy, logger: logger)
         defer { reporting?.cancel() }
-        let service = node.nodeService(store: store, objects: objects, occupancy: occupancy, logger: logger)
+        let service = node.nodeService(daemons: daemons, objects: objects, occupancy: occupancy, logger: logger)
         try await service.register()
         let commitEndpoint = try node.serveCommitEndpoint(service, logger: logger)
         var routes = IdentityService(roles: [.node]).routes
         routes.merge(service.routes)
-        try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(service))
-        await commitEndpoint?.shutdown(grace: .seconds(5))
+        try await node.servingUntilHandover(daemons, logger: logger) { stop in
+            try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(service), stop: stop)
+            await commitEndpoint?.shutdown(grace: .seconds(5))
+        }
     }
 }
 
@@ -150,15 +156,19 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = serving.logger("hearth.serve")
         let objects = try store.openScoped()
+        let daemons = DaemonSupervisor(launch: node.launch(store: store), logger: logger)
+        try node.takeOverFromPredecessor(daemons, logger: logger)
         let occupancy = node.cacheOccupancy(objects.base)
         let reporting = try inventory.start(node: node, occupancy: occupancy, logger: logger)
         defer { reporting?.cancel() }
-        let nodeService = node.nodeService(store: store, objects: objects, occupancy: occupancy, logger: logger)
+        let nodeService = node.nodeService(daemons: daemons, objects: objects, occupancy: occupancy, logger: logger)
         try await nodeService.register()
         var routes = IdentityService(roles: [.controller, .groupController, .node]).routes
         routes.merge(controllerRoutes(objects, logger: logger, commits: LocalCommits(node: nodeService)))
         routes.merge(nodeService.routes)
-        try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(nodeService))
+        try await node.servingUntilHandover(daemons, logger: logger) { stop in
+            try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(nodeService), stop: stop)
+        }
     }
 }
 

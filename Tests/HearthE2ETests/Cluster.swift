@@ -17,8 +17,12 @@ final class LocalCluster {
     let kubelet: String
     var processes: [Process] = []
     let controller: RPCChannel
-    let node: RPCChannel
+    /// The node plugin's socket; replaced with the plugin by ``replaceNode()``.
+    private(set) var node: RPCChannel
     let nodeID = "e2e-node"
+    /// How `hearth node` is started (again, for an upgrade).
+    let nodeCommand: [String]
+    let environment: [String: String]
 
     /// `storeArguments`: how both roles open the store (`--store ...`).
     /// `commitPort`: the node serves its commit endpoint there (snapshots commit first).
@@ -35,11 +39,11 @@ final class LocalCluster {
             ["controller", "--endpoint", "unix://\(controllerSocket)", "--log-level", "warning"] + storeArguments
                 + controllerArguments,
             log: directory + "/controller.log", environment: environment))
-        processes.append(try Self.start(
-            ["node", "--endpoint", "unix://\(nodeSocket)", "--node-id", nodeID, "--data-dir", directory + "/data",
-             "--allowed-path", kubelet, "--cache-size", "256MiB", "--max-volumes", "8", "--log-level", "warning"]
-                + (commitPort.map { ["--control-listen", "127.0.0.1:\($0)"] } ?? []) + nodeArguments + storeArguments,
-            log: directory + "/node.log", environment: environment))
+        nodeCommand = ["node", "--endpoint", "unix://\(nodeSocket)", "--node-id", nodeID, "--data-dir", directory + "/data",
+                       "--allowed-path", kubelet, "--cache-size", "256MiB", "--max-volumes", "8", "--log-level", "warning"]
+            + (commitPort.map { ["--control-listen", "127.0.0.1:\($0)"] } ?? []) + nodeArguments + storeArguments
+        self.environment = environment
+        processes.append(try Self.start(nodeCommand, log: directory + "/node.log", environment: environment))
         controller = RPCChannel(endpoint: .unix(path: controllerSocket))
         node = RPCChannel(endpoint: .unix(path: nodeSocket))
         try await waitForSocket(controllerSocket)
@@ -49,6 +53,23 @@ final class LocalCluster {
     /// The `hearth` binary built beside the test bundle.
     static var hearthBinary: String {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("hearth").path
+    }
+
+    /// A new `hearth node` with the same flags, as a DaemonSet rolling update
+    /// starts one beside the running pod: it takes the volumes over, the old one
+    /// exits. Returns both processes once the new one answers on the socket.
+    func replaceNode() async throws -> (old: Process, new: Process) {
+        let old = processes[1]
+        let new = try Self.start(nodeCommand, log: directory + "/node-\(processes.count).log", environment: environment)
+        processes.append(new)
+        let giveUp = ContinuousClock.now + .seconds(60)
+        while old.isRunning && ContinuousClock.now < giveUp { try await Task.sleep(for: .milliseconds(20)) }
+        guard !old.isRunning else { throw E2EError("the old node plugin did not exit after the handover:\n\(logs())") }
+        await node.close()
+        guard case .unix(let path) = node.endpoint else { throw E2EError("node endpoint is not a unix socket") }
+        node = RPCChannel(endpoint: .unix(path: path))
+        try await waitForSocket(path)
+        return (old, new)
     }
 
     static func start(_ arguments: [String], log: String, environment: [String: String]) throws -> Process {
@@ -100,7 +121,7 @@ final class LocalCluster {
     }
 
     func logs() -> String {
-        ["controller.log", "node.log"].map { name in
+        (["controller.log", "node.log"] + (2..<max(2, processes.count)).map { "node-\($0).log" }).map { name in
             let text = (try? String(contentsOfFile: directory + "/" + name, encoding: .utf8)) ?? ""
             return "--- \(name)\n\(text.suffix(3000))"
         }.joined(separator: "\n")

@@ -1,0 +1,136 @@
+import CSIProto
+import Foundation
+import HearthRPC
+import XCTest
+
+/// Issue 8, item 3: a new `hearth node` started beside the running one (a
+/// DaemonSet rolling update with maxSurge) takes every staged volume over (the
+/// daemons' state and /dev/fuse fds), the old one exits, and applications using
+/// the volume see a pause but not one failed syscall.
+final class NodeUpgradeTests: XCTestCase {
+    func testNodePluginReplacedDuringIOWithoutAnError() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/fio") else {
+            return XCTFail("fio is needed (Debian's fio package; .ci/setup installs it)")
+        }
+        try await LocalCluster.run { try await scenario($0) }
+    }
+
+    func scenario(_ c: LocalCluster) async throws {
+        let id = try await c.createVolume("pvc-upgrade", bytes: 1 << 30).volumeID
+        let staging = c.kubelet + "/staging/\(id)"
+        let target = c.kubelet + "/pods/upgrade/volume"
+        try await c.stage(id, staging, mountCapability(), [:])
+        try await c.nodePublish(id, staging, target, mountCapability(), readOnly: false)
+
+        let synced = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7919 >> 3) })
+        try writeDurably(synced, to: target + "/synced")
+        let unsynced = Data("written, never fsync'd\n".utf8)
+        FileManager.default.createFile(atPath: target + "/unsynced", contents: unsynced)
+        let daemonBefore = try XCTUnwrap(Self.daemonPID(id), "no daemon for \(id)")
+
+        try FileManager.default.createDirectory(atPath: target + "/fio", withIntermediateDirectories: true)
+        let fio = try Shell(Self.fio(target + "/fio"), output: c.directory + "/fio.out")
+        try await Task.sleep(for: .seconds(1))
+        XCTAssertTrue(fio.process.isRunning, "fio finished before the upgrade: make it longer")
+
+        let (old, new) = try await c.replaceNode()
+        XCTAssertEqual(old.terminationStatus, 0, "the old node plugin failed:\n\(c.logs())")
+        XCTAssertTrue(fio.process.isRunning, "fio finished before the old node plugin exited: make it longer")
+
+        let (status, output) = try await fio.finish()
+        XCTAssertEqual(status, 0, "fio failed across the upgrade:\n\(output)\n\(c.logs())")
+        XCTAssertEqual(Self.fioErrors(output), "0", "fio reported errors:\n\(output)")
+        XCTAssertFalse(output.contains("verify"), "fio verification failed:\n\(output)")
+
+        // The volume is now served by a daemon of the new node plugin.
+        let daemonAfter = try XCTUnwrap(Self.daemonPID(id), "no daemon for \(id) after the upgrade:\n\(c.logs())")
+        XCTAssertNotEqual(daemonAfter, daemonBefore)
+        XCTAssertEqual(Self.parentPID(daemonAfter), new.processIdentifier)
+        XCTAssertEqual(FileManager.default.contents(atPath: target + "/synced"), synced)
+        XCTAssertEqual(FileManager.default.contents(atPath: target + "/unsynced"), unsynced)
+
+        // And the new node plugin owns it: unpublish and unstage commit and unmount,
+        // and what was written before the upgrade comes back from the store.
+        var unpublish = Csi_V1_NodeUnpublishVolumeRequest()
+        unpublish.volumeID = id
+        unpublish.targetPath = target
+        _ = try await c.nodeCall("NodeUnpublishVolume", unpublish, as: Csi_V1_NodeUnpublishVolumeResponse.self)
+        try await c.unstage(id, staging)
+        XCTAssertNil(Self.daemonPID(id), "the daemon outlived NodeUnstage")
+        XCTAssertFalse(Self.isMountPoint(staging))
+        try await c.stage(id, staging, mountCapability(), [:])
+        XCTAssertEqual(FileManager.default.contents(atPath: staging + "/synced"), synced)
+        XCTAssertEqual(FileManager.default.contents(atPath: staging + "/unsynced"), unsynced)
+        let files = try FileManager.default.contentsOfDirectory(atPath: staging + "/fio")
+        XCTAssertEqual(files.count, 4, "fio's files: \(files)")
+        try await c.unstage(id, staging)
+    }
+
+    /// 4 jobs of 4 KiB random reads and writes, every block verified (crc32c).
+    static func fio(_ directory: String) -> String {
+        "fio --name=upgrade --directory=\(directory) --numjobs=4 --size=40m --bs=4k --rw=randrw --rwmixread=50 "
+            + "--ioengine=psync --verify=crc32c --verify_backlog=64 --verify_fatal=1 --do_verify=1 --invalidate=0 "
+            + "--verify_state_save=0 --group_reporting --output-format=terse --terse-version=3"
+    }
+
+    /// fio's terse line: field 5 is the error count of the job group.
+    static func fioErrors(_ output: String) -> String? {
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("3;") }) else { return nil }
+        let fields = line.split(separator: ";", omittingEmptySubsequences: false)
+        return fields.count > 4 ? String(fields[4]) : nil
+    }
+
+    /// The `hearth mount` process serving `volumeID`, if one runs.
+    static func daemonPID(_ volumeID: String) -> Int32? {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let pid = Int32(entry), let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
+            let arguments = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if arguments.count > 2, arguments[1] == "mount", arguments.contains(volumeID), parentPID(pid) != nil {
+                return pid
+            }
+        }
+        return nil
+    }
+
+    /// A live process's parent (nil for a zombie or a process gone).
+    static func parentPID(_ pid: Int32) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 2, fields[0] != "Z" else { return nil }
+        return Int32(fields[1])
+    }
+
+    static func isMountPoint(_ path: String) -> Bool {
+        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return table.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first.map(String.init) == path }
+    }
+}
+
+/// A shell command in the background, its output in a file.
+struct Shell {
+    let process = Process()
+    let outputPath: String
+
+    init(_ command: String, output: String) throws {
+        outputPath = output
+        FileManager.default.createFile(atPath: output, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    func finish(timeout: Duration = .seconds(300)) async throws -> (Int32, String) {
+        let giveUp = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < giveUp else {
+                process.terminate()
+                throw E2EError("timed out: \((try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return (process.terminationStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+    }
+}
