@@ -1,5 +1,6 @@
 import CSIProto
 import Foundation
+import Synchronization
 import HearthRPC
 import XCTest
 
@@ -33,7 +34,10 @@ final class NodeUpgradeTests: XCTestCase {
         try await Task.sleep(for: .seconds(1))
         XCTAssertTrue(fio.process.isRunning, "fio finished before the upgrade: make it longer")
 
+        let probe = StatfsProbe(target)
         let (old, new) = try await c.replaceNode()
+        let pause = probe.stop()
+        print(String(format: "node plugin upgrade under fio: longest statfs %.1f ms", pause * 1000))
         XCTAssertEqual(old.terminationStatus, 0, "the old node plugin failed:\n\(c.logs())")
         XCTAssertTrue(fio.process.isRunning, "fio finished before the old node plugin exited: make it longer")
 
@@ -132,5 +136,35 @@ struct Shell {
             try await Task.sleep(for: .milliseconds(50))
         }
         return (process.terminationStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+    }
+}
+
+/// How long the application pause is: statfs on the mount in a loop (statfs always
+/// reaches the daemon), the longest one kept.
+final class StatfsProbe: Sendable {
+    private let longest = Mutex<Double>(0)
+    private let running = Atomic<Bool>(true)
+    private let done = Atomic<Bool>(false)
+
+    init(_ path: String) {
+        let thread = Thread { [self] in
+            var fs = statvfs()
+            while running.load(ordering: .acquiring) {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = statvfs(path, &fs)
+                let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                longest.withLock { $0 = max($0, seconds) }
+                usleep(1000)
+            }
+            done.store(true, ordering: .releasing)
+        }
+        thread.start()
+    }
+
+    /// Stops probing; the longest statfs in seconds.
+    func stop() -> Double {
+        running.store(false, ordering: .releasing)
+        while !done.load(ordering: .acquiring) { usleep(1000) }
+        return longest.withLock { $0 }
     }
 }

@@ -5,11 +5,14 @@
 #   (a) csi-sanity inside the cluster, against a worker's node plugin socket,
 #   (b) the Kubernetes external-storage e2e suite (e2e.test + test-driver.yaml),
 #   (c) a locality test: a pod writes a volume on one node; a second pod on the same
-#       claim, scheduled by hearth-scheduler, must land on that node.
+#       claim, scheduled by hearth-scheduler, must land on that node,
+#   (d) a node plugin upgrade: a pod writes and verifies files in a loop while the
+#       hearth-node DaemonSet is rolled (maxSurge: the new pod takes the volumes
+#       over); not one of the pod's writes or reads may fail.
 # Needs: docker (with an engine), kind, kubectl, go (for csi-sanity), curl, tar.
 #   e2e/kind/run.sh                 # everything, cluster deleted at the end
 #   KEEP_CLUSTER=1 e2e/kind/run.sh  # leave the cluster up for debugging
-#   STEPS="sanity locality" e2e/kind/run.sh   # a subset of: sanity e2e locality
+#   STEPS="sanity locality" e2e/kind/run.sh   # a subset of: sanity e2e locality upgrade
 #   E2E_FOCUS='External.Storage.*hearth.csi.dev.*provisioning' e2e/kind/run.sh
 # Results (logs, JUnit XML) land in $OUT_DIR (default .build/kind-e2e).
 set -euo pipefail
@@ -27,7 +30,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 here="$repo/e2e/kind"
 CLUSTER_NAME="${CLUSTER_NAME:-hearth-e2e}"
 OUT_DIR="${OUT_DIR:-$repo/.build/kind-e2e}"
-STEPS="${STEPS:-sanity e2e locality}"
+STEPS="${STEPS:-sanity e2e locality upgrade}"
 E2E_FOCUS="${E2E_FOCUS:-External.Storage.*hearth.csi.dev}"
 E2E_SKIP="${E2E_SKIP:-\[Disruptive\]|\[Serial\]}"
 KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
@@ -292,7 +295,72 @@ YAML
     kubectl delete namespace "$ns" --wait=false
 }
 
+# ---- (d) node plugin upgrade -------------------------------------------------------
+# A pod on the first worker writes, fsyncs and reads back 1 MiB files in a loop
+# (set -e: any failed syscall fails the pod) while the hearth-node DaemonSet rolls,
+# until told to stop.
+# The new node plugin takes the volume over from the old one (docs/takeover.md,
+# section 4); the pod must end Succeeded, and the volume's node plugin must be new.
+run_upgrade() {
+    local ns=hearth-upgrade target before after
+    target="${workers[0]}"
+    log "(d) upgrade: I/O on $target while hearth-node rolls"
+    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
+    kubectl -n "$ns" apply -f - <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: { name: data }
+spec:
+  storageClassName: hearth
+  accessModes: ["ReadWriteOnce"]
+  resources: { requests: { storage: 1Gi } }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: busy }
+spec:
+  nodeSelector: { kubernetes.io/hostname: $target }
+  restartPolicy: Never
+  containers:
+    - name: io
+      image: busybox:1.36
+      command:
+        - sh
+        - -ec
+        - |
+          end=\$((\$(date +%s) + 900)); i=0
+          while [ ! -e /data/stop ] && [ \$(date +%s) -lt \$end ]; do
+            i=\$((i + 1))
+            dd if=/dev/urandom of=/data/f\$((i % 16)) bs=1M count=1 conv=fsync 2>/dev/null
+            sum=\$(md5sum /data/f\$((i % 16)) | cut -d' ' -f1)
+            cp /data/f\$((i % 16)) /data/copy && sync
+            [ "\$(md5sum /data/copy | cut -d' ' -f1)" = "\$sum" ]
+          done
+          echo "rounds: \$i"
+      volumeMounts: [{ name: data, mountPath: /data }]
+  volumes:
+    - name: data
+      persistentVolumeClaim: { claimName: data }
+YAML
+    kubectl -n "$ns" wait --for=condition=Ready pod/busy --timeout=300s
+    before=$(kubectl -n kube-system get pods -l app.kubernetes.io/name=hearth-node \
+        --field-selector spec.nodeName="$target" -o jsonpath='{.items[0].metadata.name}')
+    kubectl -n kube-system rollout restart daemonset/hearth-node
+    kubectl -n kube-system rollout status daemonset/hearth-node --timeout=600s
+    after=$(kubectl -n kube-system get pods -l app.kubernetes.io/name=hearth-node \
+        --field-selector spec.nodeName="$target" -o jsonpath='{.items[0].metadata.name}')
+    [[ "$before" != "$after" ]] || die "upgrade: hearth-node on $target was not replaced"
+    kubectl -n "$ns" exec busy -- touch /data/stop
+    kubectl -n kube-system logs "$after" -c hearth | grep -q "took over" \
+        || die "upgrade: the new node plugin did not take the volume over (see its log)"
+    kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded pod/busy --timeout=300s \
+        || die "upgrade: the pod's I/O failed across the node plugin upgrade: $(kubectl -n "$ns" logs busy)"
+    echo "ok  upgrade: $(kubectl -n "$ns" logs busy | tail -n1) with hearth-node replaced ($before -> $after)" >&2
+    kubectl delete namespace "$ns" --wait=false
+}
+
 if want sanity; then run_sanity; fi
 if want e2e; then run_e2e; fi
 if want locality; then run_locality; fi
+if want upgrade; then run_upgrade; fi
 log "all requested steps passed: $STEPS"
