@@ -112,17 +112,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
+        // What the FS and E2E tests share: background commands and fio.
+        .target(name: "HearthTestSupport", path: "Tests/HearthTestSupport"),
         .testTarget(name: "HearthRPCTests", dependencies: ["HearthRPC", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto", "HearthStore"]),
         // Runs the built `hearth` binary: controller and node processes, real FUSE mounts.
-        .testTarget(name: "HearthE2ETests", dependencies: ["HearthRPC", "CSIProto", "hearth"]),
+        .testTarget(name: "HearthE2ETests", dependencies: ["HearthRPC", "CSIProto", "hearth", "HearthTestSupport"]),
         .testTarget(name: "HearthStoreTests", dependencies: ["HearthStore"]),
         .testTarget(
             name: "HearthFSTests",
             dependencies: [
                 "HearthFS", "HearthFUSE", "HearthCache", "HearthStore",
                 // TakeoverTests run daemons under the node plugin's supervisor and fd keeper.
-                "HearthCSI", .product(name: "Logging", package: "swift-log"),
+                "HearthCSI", .product(name: "Logging", package: "swift-log"), "HearthTestSupport",
             ]),
         .testTarget(
             name: "HearthSchedulerTests",

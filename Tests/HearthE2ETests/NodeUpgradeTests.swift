@@ -2,6 +2,7 @@ import CSIProto
 import Foundation
 import Synchronization
 import HearthRPC
+import HearthTestSupport
 import XCTest
 
 /// Issue 8, item 3: a new `hearth node` started beside the running one (a
@@ -30,7 +31,7 @@ final class NodeUpgradeTests: XCTestCase {
         let daemonBefore = try XCTUnwrap(Self.daemonPID(id), "no daemon for \(id)")
 
         try FileManager.default.createDirectory(atPath: target + "/fio", withIntermediateDirectories: true)
-        let fio = try Shell(Self.fio(target + "/fio"), output: c.directory + "/fio.out")
+        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: target + "/fio", size: "40m"), output: c.directory + "/fio.out")
         try await Task.sleep(for: .seconds(1))
         XCTAssertTrue(fio.process.isRunning, "fio finished before the upgrade: make it longer")
 
@@ -43,7 +44,7 @@ final class NodeUpgradeTests: XCTestCase {
 
         let (status, output) = try await fio.finish()
         XCTAssertEqual(status, 0, "fio failed across the upgrade:\n\(output)\n\(c.logs())")
-        XCTAssertEqual(Self.fioErrors(output), "0", "fio reported errors:\n\(output)")
+        XCTAssertEqual(Fio.errors(output), "0", "fio reported errors:\n\(output)")
         XCTAssertFalse(output.contains("verify"), "fio verification failed:\n\(output)")
 
         // The volume is now served by a daemon of the new node plugin.
@@ -70,20 +71,6 @@ final class NodeUpgradeTests: XCTestCase {
         try await c.unstage(id, staging)
     }
 
-    /// 4 jobs of 4 KiB random reads and writes, every block verified (crc32c).
-    static func fio(_ directory: String) -> String {
-        "fio --name=upgrade --directory=\(directory) --numjobs=4 --size=40m --bs=4k --rw=randrw --rwmixread=50 "
-            + "--ioengine=psync --verify=crc32c --verify_backlog=64 --verify_fatal=1 --do_verify=1 --invalidate=0 "
-            + "--verify_state_save=0 --group_reporting --output-format=terse --terse-version=3"
-    }
-
-    /// fio's terse line: field 5 is the error count of the job group.
-    static func fioErrors(_ output: String) -> String? {
-        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("3;") }) else { return nil }
-        let fields = line.split(separator: ";", omittingEmptySubsequences: false)
-        return fields.count > 4 ? String(fields[4]) : nil
-    }
-
     /// The `hearth mount` process serving `volumeID`, if one runs.
     static func daemonPID(_ volumeID: String) -> Int32? {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
@@ -107,35 +94,6 @@ final class NodeUpgradeTests: XCTestCase {
     static func isMountPoint(_ path: String) -> Bool {
         let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         return table.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first.map(String.init) == path }
-    }
-}
-
-/// A shell command in the background, its output in a file.
-struct Shell {
-    let process = Process()
-    let outputPath: String
-
-    init(_ command: String, output: String) throws {
-        outputPath = output
-        FileManager.default.createFile(atPath: output, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-    }
-
-    func finish(timeout: Duration = .seconds(300)) async throws -> (Int32, String) {
-        let giveUp = ContinuousClock.now + timeout
-        while process.isRunning {
-            guard ContinuousClock.now < giveUp else {
-                process.terminate()
-                throw E2EError("timed out: \((try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")")
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return (process.terminationStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import HearthTestSupport
 import HearthCSI
 import Logging
 import Testing
@@ -83,48 +84,6 @@ struct TakeoverTests {
         }
     }
 
-    /// Runs `command` in the background; `finish()` waits and returns status and output.
-    final class Background: @unchecked Sendable {
-        // @unchecked: the output is read once, after the process exited.
-        let process = Process()
-        let outputPath: String
-        init(_ command: String, output: String) throws {
-            outputPath = output
-            _ = FileManager.default.createFile(atPath: output, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", command]
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-        }
-
-        func finish(timeout: Duration = .seconds(300)) async throws -> (Int32, String) {
-            let giveUp = ContinuousClock.now + timeout
-            while process.isRunning {
-                guard ContinuousClock.now < giveUp else {
-                    process.terminate()
-                    throw HarnessError("timed out: \(try String(contentsOfFile: outputPath, encoding: .utf8))")
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            return (process.terminationStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
-        }
-    }
-
-    static func fio(_ directory: String, size: String) -> String {
-        "fio --name=mixed --directory=\(directory) --numjobs=4 --size=\(size) --bs=4k --rw=randrw --rwmixread=50 "
-            + "--ioengine=psync --verify=crc32c --verify_backlog=64 --verify_fatal=1 --do_verify=1 --invalidate=0 "
-            + "--verify_state_save=0 --group_reporting --output-format=terse --terse-version=3"
-    }
-
-    /// fio's terse line: field 5 is the error count of the job group.
-    static func fioErrors(_ output: String) -> String? {
-        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("3;") }) else { return nil }
-        let fields = line.split(separator: ";", omittingEmptySubsequences: false)
-        return fields.count > 4 ? String(fields[4]) : nil
-    }
-
     static func table(_ pauses: [Duration]) -> String {
         let ms = pauses.map { Double($0.components.seconds) * 1000 + Double($0.components.attoseconds) / 1e15 }.sorted()
         let p50 = ms[ms.count / 2], max = ms.last ?? 0
@@ -135,7 +94,7 @@ struct TakeoverTests {
         try #require(commandExists("fio"), "fio is needed (Debian's fio package)")
         let mount = try await Supervised()
         defer { mount.cleanup() }
-        let fio = try Background(Self.fio(mount.volume.mountpoint, size: "64m"), output: mount.volume.root + "/fio.out")
+        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: mount.volume.mountpoint, size: "64m"), output: mount.volume.root + "/fio.out")
         // Early enough that a release build's fio is still running (it finished
         // within 1.5 s there), late enough that it is past its start.
         try await Task.sleep(for: .milliseconds(500))
@@ -144,7 +103,7 @@ struct TakeoverTests {
         let (status, output) = try await fio.finish()
         print("fio across kill -9: pause \(pause)\n\(Self.table([pause]))")
         #expect(status == 0, "fio failed:\n\(output)\ndaemon log:\n\(mount.log)")
-        #expect(Self.fioErrors(output) == "0", "fio reported errors:\n\(output)")
+        #expect(Fio.errors(output) == "0", "fio reported errors:\n\(output)")
         #expect(!output.contains("verify"), "fio verification failed:\n\(output)")
         try await mount.stop()
     }
@@ -166,7 +125,7 @@ struct TakeoverTests {
             done
             ls
             """
-        let storm = try Background(script, output: mount.volume.root + "/storm.out")
+        let storm = try BackgroundCommand(script, output: mount.volume.root + "/storm.out")
         var pauses: [Duration] = []
         for _ in 0..<3 {
             try await Task.sleep(for: .milliseconds(700))
@@ -195,7 +154,7 @@ struct TakeoverTests {
         let kills = Int(ProcessInfo.processInfo.environment["HEARTH_RECOVERY_KILLS"] ?? "") ?? 10
         let mount = try await Supervised()
         defer { mount.cleanup() }
-        let fio = try Background(Self.fio(mount.volume.mountpoint, size: "\(24 * kills)m"), output: mount.volume.root + "/fio.out")
+        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: mount.volume.mountpoint, size: "\(24 * kills)m"), output: mount.volume.root + "/fio.out")
         var pauses: [Duration] = []
         for _ in 0..<kills {
             try await Task.sleep(for: .milliseconds(400))
@@ -206,7 +165,7 @@ struct TakeoverTests {
         print("recovery pause over \(pauses.count) kills (fio 4 jobs randrw with verify running):\n\(Self.table(pauses))")
         #expect(pauses.count == kills, "fio finished after \(pauses.count) of \(kills) kills")
         #expect(status == 0, "fio failed:\n\(output)\ndaemon log:\n\(mount.log)")
-        #expect(Self.fioErrors(output) == "0", "fio reported errors:\n\(output)")
+        #expect(Fio.errors(output) == "0", "fio reported errors:\n\(output)")
         try await mount.stop()
     }
 }

@@ -225,6 +225,20 @@ run_e2e() {
         || die "external-storage e2e failed (see $OUT_DIR/e2e)"
 }
 
+# The 1 GiB claim "data" on the hearth StorageClass, and the YAML separator after it.
+data_claim() {
+    cat <<'YAML'
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: { name: data }
+spec:
+  storageClassName: hearth
+  accessModes: ["ReadWriteOnce"]
+  resources: { requests: { storage: 1Gi } }
+---
+YAML
+}
+
 # ---- (c) locality ------------------------------------------------------------------
 # Pod 1 (default scheduler) is pinned to the last worker and writes 64 MiB; it is
 # deleted; pod 2 asks hearth-scheduler for the same claim with no constraint of its
@@ -234,15 +248,7 @@ run_locality() {
     target="${workers[2]}"
     log "(c) locality: writer on $target, then a reader via hearth-scheduler"
     kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
-    kubectl -n "$ns" apply -f - <<YAML
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: { name: data }
-spec:
-  storageClassName: hearth
-  accessModes: ["ReadWriteOnce"]
-  resources: { requests: { storage: 1Gi } }
----
+    { data_claim; cat; } <<YAML | kubectl -n "$ns" apply -f -
 apiVersion: v1
 kind: Pod
 metadata: { name: writer }
@@ -306,15 +312,7 @@ run_upgrade() {
     target="${workers[0]}"
     log "(d) upgrade: I/O on $target while hearth-node rolls"
     kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
-    kubectl -n "$ns" apply -f - <<YAML
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: { name: data }
-spec:
-  storageClassName: hearth
-  accessModes: ["ReadWriteOnce"]
-  resources: { requests: { storage: 1Gi } }
----
+    { data_claim; cat; } <<YAML | kubectl -n "$ns" apply -f -
 apiVersion: v1
 kind: Pod
 metadata: { name: busy }
