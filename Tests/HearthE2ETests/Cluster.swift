@@ -23,6 +23,8 @@ final class LocalCluster {
     /// How `hearth node` is started (again, for an upgrade).
     let nodeCommand: [String]
     let environment: [String: String]
+    /// The running `hearth node`.
+    private(set) var nodeProcess: Process
 
     /// `storeArguments`: how both roles open the store (`--store ...`).
     /// `commitPort`: the node serves its commit endpoint there (snapshots commit first).
@@ -43,7 +45,8 @@ final class LocalCluster {
                        "--allowed-path", kubelet, "--cache-size", "256MiB", "--max-volumes", "8", "--log-level", "warning"]
             + (commitPort.map { ["--control-listen", "127.0.0.1:\($0)"] } ?? []) + nodeArguments + storeArguments
         self.environment = environment
-        processes.append(try Self.start(nodeCommand, log: directory + "/node.log", environment: environment))
+        nodeProcess = try Self.start(nodeCommand, log: directory + "/node.log", environment: environment)
+        processes.append(nodeProcess)
         controller = RPCChannel(endpoint: .unix(path: controllerSocket))
         node = RPCChannel(endpoint: .unix(path: nodeSocket))
         try await waitForSocket(controllerSocket)
@@ -59,9 +62,10 @@ final class LocalCluster {
     /// starts one beside the running pod: it takes the volumes over, the old one
     /// exits. Returns both processes once the new one answers on the socket.
     func replaceNode() async throws -> (old: Process, new: Process) {
-        let old = processes[1]
+        let old = nodeProcess
         let new = try Self.start(nodeCommand, log: directory + "/node-\(processes.count).log", environment: environment)
         processes.append(new)
+        nodeProcess = new
         let giveUp = ContinuousClock.now + .seconds(60)
         while old.isRunning && ContinuousClock.now < giveUp { try await Task.sleep(for: .milliseconds(20)) }
         guard !old.isRunning else { throw E2EError("the old node plugin did not exit after the handover:\n\(logs())") }

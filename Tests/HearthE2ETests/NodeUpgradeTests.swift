@@ -54,7 +54,13 @@ final class NodeUpgradeTests: XCTestCase {
         XCTAssertEqual(FileManager.default.contents(atPath: target + "/synced"), synced)
         XCTAssertEqual(FileManager.default.contents(atPath: target + "/unsynced"), unsynced)
 
-        // And the new node plugin owns it: unpublish and unstage commit and unmount,
+        // The new node plugin hands the volume on in turn (a second upgrade).
+        let (_, third) = try await c.replaceNode()
+        let daemonThird = try XCTUnwrap(Self.daemonPID(id), "no daemon after the second upgrade:\n\(c.logs())")
+        XCTAssertEqual(Self.parentPID(daemonThird), third.processIdentifier)
+        XCTAssertEqual(FileManager.default.contents(atPath: target + "/synced"), synced)
+
+        // And the last node plugin owns it: unpublish and unstage commit and unmount,
         // and what was written before the upgrade comes back from the store.
         var unpublish = Csi_V1_NodeUnpublishVolumeRequest()
         unpublish.volumeID = id
