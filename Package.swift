@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(name: "HearthRPCTests", dependencies: ["HearthRPC", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto", "HearthStore"]),
         // Runs the built `hearth` binary: controller and node processes, real FUSE mounts.
-        .testTarget(name: "HearthE2ETests", dependencies: ["HearthRPC", "CSIProto", "hearth", "HearthTestSupport"]),
+        .testTarget(name: "HearthE2ETests", dependencies: ["HearthRPC", "CSIProto", "hearth", "HearthMounts", "HearthTestSupport"]),
         .testTarget(name: "HearthStoreTests", dependencies: ["HearthStore"]),
         .testTarget(
             name: "HearthFSTests",

@@ -216,8 +216,9 @@ public final class DaemonSupervisor: Sendable {
 
     private func waitForMount(_ mountpoint: String, daemon: Daemon, process: Process) async throws {
         let giveUp = ContinuousClock.now + launch.mountTimeout
+        func mounted() -> Bool { MountTable.mount(at: mountpoint)?.fsType.hasPrefix("fuse") == true }
         while ContinuousClock.now < giveUp {
-            if let entry = MountTable.mount(at: mountpoint), entry.fsType.hasPrefix("fuse") { return }
+            if mounted() { return }
             if !process.isRunning && daemon.state.restarts == 0 {
                 let tail = logTail(daemon.state.volumeID)
                 daemons.withLock { $0[daemon.state.volumeID] = nil }
@@ -226,6 +227,8 @@ public final class DaemonSupervisor: Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
+        // A starved machine may have slept past the deadline: look once more.
+        if mounted() { return }
         throw DaemonError(description: "the FUSE daemon for \(daemon.state.volumeID) did not mount within \(launch.mountTimeout): \(logTail(daemon.state.volumeID))")
     }
 

@@ -18,7 +18,7 @@ public struct MountEntry: Sendable, Hashable {
 /// The kernel's mount table, read fresh on every call (mounts change under us).
 public enum MountTable {
     public static func entries() -> [MountEntry] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        guard let text = ProcFile.read("/proc/self/mountinfo") else { return [] }
         return text.split(separator: "\n").compactMap(parse)
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HearthMounts
 import HearthStore
 
 #if canImport(Glibc)
@@ -116,7 +117,7 @@ struct FSBench: AsyncParsableCommand {
     }
 
     func isMounted(_ path: String) -> Bool {
-        (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.contains(" \(path) ") ?? false
+        ProcFile.read("/proc/self/mountinfo")?.contains(" \(path) ") ?? false
     }
 
     func runProcess(_ argv: [String]) throws -> Int32 {

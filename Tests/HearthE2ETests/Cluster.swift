@@ -1,5 +1,6 @@
 import CSIProto
 import Foundation
+import HearthMounts
 import HearthRPC
 import SwiftProtobuf
 import XCTest
@@ -112,7 +113,7 @@ final class LocalCluster {
         }
         for process in processes { process.waitUntilExit() }
         // A failed run can leave mounts behind: detach them, deepest first.
-        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let table = ProcFile.read("/proc/self/mountinfo") ?? ""
         var leftovers: [String] = []
         for line in table.split(separator: "\n") {
             let fields = line.split(separator: " ")

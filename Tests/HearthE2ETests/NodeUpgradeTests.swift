@@ -1,8 +1,9 @@
 import CSIProto
 import Foundation
-import Synchronization
+import HearthMounts
 import HearthRPC
 import HearthTestSupport
+import Synchronization
 import XCTest
 
 /// Issue 8, item 3: a new `hearth node` started beside the running one (a
@@ -98,7 +99,7 @@ final class NodeUpgradeTests: XCTestCase {
     }
 
     static func isMountPoint(_ path: String) -> Bool {
-        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let table = ProcFile.read("/proc/self/mountinfo") ?? ""
         return table.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first.map(String.init) == path }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HearthMounts
 import HearthStore
 import Testing
 
@@ -123,7 +124,7 @@ final class MountedVolume: @unchecked Sendable {
     func path(_ name: String) -> String { mountpoint + "/" + name }
 
     static func isFuseMount(_ path: String) -> Bool {
-        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        guard let info = ProcFile.read("/proc/self/mountinfo") else { return false }
         return info.split(separator: "\n").contains { line in
             let fields = line.split(separator: " ")
             return fields.count > 4 && fields[4] == path && line.contains(" - fuse")

@@ -1,4 +1,5 @@
 import Foundation
+import HearthMounts
 import HearthStore
 import Testing
 
@@ -18,12 +19,36 @@ struct NodePluginContractTests {
         try v.start(arguments: ["mount", "--store", "file://" + v.store, "--s3-region", "us-east-1",
                                 "--cache-dir", v.cacheDir, "--cache-size", "1GiB", "--allow-other",
                                 "--commit-interval", "5s", v.volumeID, v.mountpoint])
-        let info = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        let info = try #require(ProcFile.read("/proc/self/mountinfo"))
         let line = info.split(separator: "\n").first { $0.split(separator: " ")[4] == v.mountpoint }
         let tail = line.flatMap { $0.components(separatedBy: " - ").last?.split(separator: " ") }
         #expect(tail?.first == "fuse.hearth", "\(String(describing: line))")
         #expect(tail.map { $0.count > 1 ? String($0[1]) : "" } == "hearth:\(v.volumeID)")
         try v.stop()
+    }
+
+    /// The mount table is read whole: /proc/self/mountinfo past its first page (a
+    /// node with a few pods) still shows the newest mounts, which are ours.
+    /// Foundation's String(contentsOfFile:) read one page of it, so every mount made
+    /// on a busy node looked absent and NodeStage timed out.
+    @Test func mountTableSeesMountsPastTheFirstPage() throws {
+        let root = FileManager.default.temporaryDirectory.path + "/hearth-mounttable-\(UUID().uuidString.prefix(8))"
+        var mounted: [String] = []
+        defer {
+            for path in mounted.reversed() { umount2(path, Int32(MNT_DETACH)) }
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        // Long names make ~200-byte lines: 40 of them are two pages on their own.
+        for i in 0..<40 {
+            let path = root + "/" + String(repeating: "d", count: 120) + "-\(i)"
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            #expect(mount("tmpfs", path, "tmpfs", 0, "size=64k") == 0, "mount tmpfs: errno \(errno)")
+            mounted.append(path)
+        }
+        #expect((ProcFile.read("/proc/self/mountinfo")?.utf8.count ?? 0) > 8192)
+        for path in mounted {
+            #expect(MountTable.mount(at: path)?.fsType == "tmpfs", "\(path) missing from the mount table")
+        }
     }
 
     /// NodeExpandVolume: the store record grows, SIGHUP, statfs reports the new
