@@ -1,5 +1,6 @@
 import CSIProto
 import Foundation
+import HearthMounts
 import HearthRPC
 import XCTest
 
@@ -72,11 +73,11 @@ final class SecretsTests: XCTestCase {
         // The daemon has the tenant's keys in its environment, told to prefer
         // them over the node's credentials file, and none on its command line.
         let pid = try daemonPID(c, volume.volumeID, stage.stagingTargetPath)
-        let environment = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")), as: UTF8.self)
+        let environment = try XCTUnwrap(ProcFile.read("/proc/\(pid)/environ"))
             .split(separator: "\0").map(String.init)
         XCTAssertTrue(environment.contains("AWS_ACCESS_KEY_ID=tenant"))
         XCTAssertTrue(environment.contains("AWS_SECRET_ACCESS_KEY=\(Self.tenantSecret)"))
-        let commandLine = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")), as: UTF8.self)
+        let commandLine = try XCTUnwrap(ProcFile.read("/proc/\(pid)/cmdline"))
         XCTAssertTrue(commandLine.contains("--s3-credentials-from-environment"))
         XCTAssertFalse(commandLine.contains(Self.tenantSecret))
 
