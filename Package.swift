@@ -106,13 +106,16 @@ let package = Package(
             name: "hearth-bench",
             dependencies: [
                 "HearthRPC", "HearthCSI", "CSIProto", "HearthStore", "HearthScheduler", "HearthInventory",
+                // fio's verify job and the statfs pause probe, as the tests run them.
+                "HearthTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
-        // What the FS and E2E tests share: background commands and fio.
+        // What the FS and E2E tests and the benchmarks share: background
+        // commands, fio's verify job, the statfs pause probe.
         .target(name: "HearthTestSupport", path: "Tests/HearthTestSupport"),
         .testTarget(name: "HearthRPCTests", dependencies: ["HearthRPC", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "HearthCSITests", dependencies: ["HearthCSI", "HearthRPC", "CSIProto", "HearthStore"]),

@@ -8,6 +8,7 @@ enum BenchSubcommands {
         StoreBench.self,
         CSIBench.self,
         SnapshotBench.self,
+        UpgradeBench.self,
         RPCBenchServer.self,
     ]
 }

@@ -8,18 +8,40 @@ import SwiftProtobuf
 /// the benchmarks that go through CSI as Kubernetes would.
 final class ServeFixture {
     let directory: String
-    let channel: RPCChannel
-    private let server: Process
+    private(set) var channel: RPCChannel
+    private var server: Process
+    private let hearth: String
+    private let arguments: [String]
 
     init(hearth: String, maxVolumes: Int, label: String) async throws {
         directory = FileManager.default.temporaryDirectory.path + "/hearth-\(label)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        server = Process()
+        self.hearth = hearth
+        arguments = ["serve", "--endpoint", "unix://\(directory)/csi.sock", "--store", "file://\(directory)/store",
+                     "--data-dir", "\(directory)/data", "--allowed-path", directory, "--node-id", "bench",
+                     "--max-volumes", "\(maxVolumes)", "--log-level", "warning"]
+        server = try Self.launch(hearth, arguments)
+        channel = RPCChannel(endpoint: .unix(path: "\(directory)/csi.sock"))
+        try await waitUntilServing()
+    }
+
+    private static func launch(_ hearth: String, _ arguments: [String]) throws -> Process {
+        let server = Process()
         server.executableURL = URL(fileURLWithPath: hearth)
-        server.arguments = ["serve", "--endpoint", "unix://\(directory)/csi.sock", "--store", "file://\(directory)/store",
-                            "--data-dir", "\(directory)/data", "--allowed-path", directory, "--node-id", "bench",
-                            "--max-volumes", "\(maxVolumes)", "--log-level", "warning"]
+        server.arguments = arguments
         try server.run()
+        return server
+    }
+
+    /// Starts a second `hearth serve` beside the running one, which hands it every
+    /// staged volume and exits (a node plugin upgrade); returns once the new one serves.
+    func upgradeServer() async throws {
+        let old = server
+        server = try Self.launch(hearth, arguments)
+        let giveUp = ContinuousClock.now + .seconds(120)
+        while old.isRunning && ContinuousClock.now < giveUp { try await Task.sleep(for: .milliseconds(10)) }
+        guard !old.isRunning else { throw ValidationError("the old hearth serve did not hand over and exit") }
+        await channel.close()
         channel = RPCChannel(endpoint: .unix(path: "\(directory)/csi.sock"))
         try await waitUntilServing()
     }

@@ -3,7 +3,6 @@ import Foundation
 import HearthMounts
 import HearthRPC
 import HearthTestSupport
-import Synchronization
 import XCTest
 
 /// Issue 8, item 3: a new `hearth node` started beside the running one (a
@@ -101,35 +100,5 @@ final class NodeUpgradeTests: XCTestCase {
     static func isMountPoint(_ path: String) -> Bool {
         let table = ProcFile.read("/proc/self/mountinfo") ?? ""
         return table.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first.map(String.init) == path }
-    }
-}
-
-/// How long the application pause is: statfs on the mount in a loop (statfs always
-/// reaches the daemon), the longest one kept.
-final class StatfsProbe: Sendable {
-    private let longest = Mutex<Double>(0)
-    private let running = Atomic<Bool>(true)
-    private let done = Atomic<Bool>(false)
-
-    init(_ path: String) {
-        let thread = Thread { [self] in
-            var fs = statvfs()
-            while running.load(ordering: .acquiring) {
-                let start = DispatchTime.now().uptimeNanoseconds
-                _ = statvfs(path, &fs)
-                let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                longest.withLock { $0 = max($0, seconds) }
-                usleep(1000)
-            }
-            done.store(true, ordering: .releasing)
-        }
-        thread.start()
-    }
-
-    /// Stops probing; the longest statfs in seconds.
-    func stop() -> Double {
-        running.store(false, ordering: .releasing)
-        while !done.load(ordering: .acquiring) { usleep(1000) }
-        return longest.withLock { $0 }
     }
 }

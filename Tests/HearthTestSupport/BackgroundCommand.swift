@@ -41,11 +41,12 @@ public final class BackgroundCommand: @unchecked Sendable {
 /// fio as the recovery tests run it.
 public enum Fio {
     /// `jobs` jobs of 4 KiB random reads and writes, every block verified (crc32c),
-    /// terse output (see ``errors(_:)``).
-    public static func mixedWithVerify(directory: String, size: String, jobs: Int = 4) -> String {
+    /// terse output (see ``errors(_:)``); with `runtime`, going on for that long.
+    public static func mixedWithVerify(directory: String, size: String, jobs: Int = 4, runtime: Duration? = nil) -> String {
         "fio --name=mixed --directory=\(directory) --numjobs=\(jobs) --size=\(size) --bs=4k --rw=randrw --rwmixread=50 "
             + "--ioengine=psync --verify=crc32c --verify_backlog=64 --verify_fatal=1 --do_verify=1 --invalidate=0 "
             + "--verify_state_save=0 --group_reporting --output-format=terse --terse-version=3"
+            + (runtime.map { " --time_based --runtime=\($0.components.seconds)" } ?? "")
     }
 
     /// fio's terse line: field 5 is the error count of the job group.
