@@ -47,6 +47,8 @@ public final class NodeCache: Sendable {
     }
 
     private let state = Mutex(LRU())
+    /// Dropped working copies kept for reuse (see ``SpareWorkingCopies``).
+    private let spares = SpareWorkingCopies()
 
     /// Opens (creating) the cache directory and indexes what a previous daemon left.
     public init(directory: String, limitBytes: Int64) throws {
@@ -217,6 +219,7 @@ public final class NodeCache: Sendable {
 
     /// Unpins a file; the last close closes its fds and makes its chunks evictable.
     public func close(_ file: CacheFile) {
+        var dropWorkingCopy = false
         let evictNow: Bool = state.withLock { lru in
             file.pins -= 1
             guard file.pins == 0 else { return false }
@@ -225,10 +228,15 @@ public final class NodeCache: Sendable {
                 file.closeFiles()
             } else {
                 lru.workingBytes -= Int64(file.presentCount) * Int64(file.chunkSize)
-                file.closeFiles()
-                unlink(file.path)
+                dropWorkingCopy = true
             }
             return lru.used + lru.workingBytes > limitBytes
+        }
+        if dropWorkingCopy {
+            // Unpinned and unreachable: its truncate and rename need not hold up
+            // every other cache operation.
+            spares.park(path: file.path, fd: file.fd)
+            file.closeFiles()
         }
         stats.setDirty(state.withLock { $0.workingBytes })
         if evictNow { evictIfNeeded() }
@@ -241,6 +249,7 @@ public final class NodeCache: Sendable {
                                 base: CacheFile?) throws -> CacheFile {
         let dir = directory + "/work/" + volume
         let path = dir + "/" + name
+        _ = spares.reuse(in: dir, as: path)
         var fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         if fd < 0 && errno == ENOENT {
             // First working copy of this volume: the directory is made once, not
@@ -343,6 +352,7 @@ public final class NodeCache: Sendable {
 
     /// Removes a volume's leftover working copies (a fresh start, not a takeover).
     public func clearWorkingCopies(volume: String) {
+        spares.forget(directory: directory + "/work/" + volume)
         try? FileManager.default.removeItem(atPath: directory + "/work/" + volume)
     }
 
