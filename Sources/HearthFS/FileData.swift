@@ -165,16 +165,23 @@ extension VolumeFileSystem {
                        flags: UInt32) throws -> (EntryReply, OpenReply) {
         try checkWritable()
         guard name.utf8.count <= 255 else { throw FuseError.nameTooLong }
+        // An empty working copy, so the new file's writes can go straight to it
+        // (passthrough) instead of through the daemon. Made before the namespace
+        // lock is taken: it is file-system work (create or reuse a cache file).
+        let wantsWork = Int32(flags) & O_ACCMODE != O_RDONLY
+            && lock.withLock { passthroughActive && capacityBytes - usedBytes >= config.passthroughWriteHeadroom }
+        var work = wantsWork
+            ? try? cache.makeWorkingCopy(volume: config.volumeID, name: "new.\(UInt64.random(in: 0...UInt64.max))",
+                                         size: 0, chunkSize: config.chunkSize, base: nil)
+            : nil
+        defer { if let work { cache.close(work) } }
         return try withDirectory(parent) { dir in
             guard dir.nlink > 0 else { throw FuseError.notFound }
             guard dir.children?[name] == nil else { throw FuseError.exists }
             let node = newNode(ctx, kind: .file, mode: mode, umask: umask, parent: dir)
-            if passthroughActive, Int32(flags) & O_ACCMODE != O_RDONLY,
-               capacityBytes - usedBytes >= config.passthroughWriteHeadroom {
-                // An empty working copy now, so the new file's writes can go straight
-                // to it (passthrough) instead of through the daemon.
-                node.work = try? cache.makeWorkingCopy(volume: config.volumeID, name: "\(node.ino).\(UInt32.random(in: 0...UInt32.max))",
-                                                      size: 0, chunkSize: config.chunkSize, base: nil)
+            if passthroughActive {
+                node.work = work
+                work = nil
             }
             nodes[node.ino] = node
             dir.children?[name] = node.ino
@@ -301,9 +308,9 @@ extension VolumeFileSystem {
         // burst of small-file closes retires thousands of copies in one commit, under
         // the namespace lock): they are fetched again when read.
         if let child = node.child, let manifest = node.manifest, manifest.size == work.size, work.size >= Int64(work.chunkSize) {
-            cache.adopt(work, as: child, manifest: manifest)
+            releaseLater(.adopt(work, as: child, manifest: manifest))
         } else {
-            cache.close(work)
+            releaseLater(.close(work))
         }
     }
 

@@ -78,6 +78,8 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     /// Files with a passthrough open on their working copy: the kernel writes them.
     var passthroughWriters = Set<UInt64>()
     var passthroughStats = PassthroughStats()
+    /// Working copies waiting to go back to the node cache (see ``CacheRelease``).
+    var cacheReleases: [CacheRelease] = []
     /// The takeover journal (see ``Journal``); nil unless the daemon has an fd keeper.
     var journalLog: Journal?
     /// This daemon took a live session over: handles it never issued may arrive.
@@ -207,7 +209,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         dirtyFiles.remove(node.ino)
         dirtyDirs.remove(node.ino)
         if let clean = node.clean { cache.close(clean) }
-        if let work = node.work { cache.close(work) }
+        if let work = node.work { releaseLater(.close(work)) }
         node.clean = nil
         node.work = nil
     }

@@ -120,6 +120,7 @@ final class Writeback: @unchecked Sendable {
                 failure = error
                 FileHandle.standardError.write(Data("hearth mount: commit failed (will retry): \(error)\n".utf8))
             }
+            fs?.drainCacheReleases()
             fs?.trimMemory()
 
             condition.lock()
@@ -154,6 +155,7 @@ extension VolumeFileSystem {
     /// upload them, swap the head. Runs on the write-back thread (or the caller's).
     func commitOnce() throws {
         guard !config.readOnly else { return }
+        let started = ContinuousClock.now
         // 1. Take the dirty state of every dirty file at one instant.
         let uploads: [FileUpload] = lock.withLock {
             refreshPassthroughWriters()
@@ -175,7 +177,8 @@ extension VolumeFileSystem {
             return taken
         }
         guard !uploads.isEmpty || lock.withLock({ !dirtyDirs.isEmpty }) else { return }
-        trace("commit uploads \(uploads.map { ($0.ino, $0.chunks, $0.size, $0.work != nil) }) dirs \(lock.withLock { dirtyDirs })")
+        trace(uploads.count > 20 ? "commit uploads \(uploads.count) files" :
+                "commit uploads \(uploads.map { ($0.ino, $0.chunks, $0.size, $0.work != nil) }) dirs \(lock.withLock { dirtyDirs })")
         // The commit's pins keep each working copy's fd open while its chunks are
         // read; they go as soon as the uploads are done, so that step 3 can retire a
         // working copy (adopt it as the clean copy, which needs the last pin) instead
@@ -205,8 +208,10 @@ extension VolumeFileSystem {
             throw error
         }
 
-        // 3. Install the manifests and serialise dirty trees, deepest first.
-        let (trees, root, logical, serialised): ([(ContentHash, Data)], ContentHash?, Int64, [UInt64]) = lock.withLock {
+        let uploaded = ContinuousClock.now
+        // 3. Install the manifests and take the dirty trees, deepest first; they are
+        // encoded and hashed with the lock released (see ``TreeSnapshot``).
+        let (snapshots, logical, serialised): ([TreeSnapshot], Int64, [UInt64]) = lock.withLock {
             for (index, (ino, manifest, hash)) in manifests.enumerated() {
                 guard let node = nodes[ino] else { continue }
                 node.committing -= 1
@@ -225,30 +230,19 @@ extension VolumeFileSystem {
                 return d
             }
             let order = dirtyDirs.filter { nodes[$0] != nil }.sorted { depth($0) > depth($1) }
-            var trees: [(ContentHash, Data)] = []
-            var root: ContentHash?
-            for ino in order {
-                guard let dir = nodes[ino], let children = dir.children else { continue }
-                var entries: [TreeEntry] = []
-                entries.reserveCapacity(children.count)
-                for (name, child) in children {
-                    guard let node = nodes[child] else { continue }
-                    // Created since step 1: not part of this version yet.
-                    if (node.kind == .file || node.kind == .directory) && node.child == nil { continue }
-                    entries.append(node.treeEntry(name: name))
-                }
-                guard let tree = try? Tree(entries: entries) else { continue }
-                let data = tree.encoded()
-                let hash = ContentHash.of(data)
-                dir.child = hash
-                dir.treeDirty = false
-                trees.append((hash, data))
-                if ino == 1 { root = hash }
-            }
+            let snapshots = snapshotTrees(order)
             dirtyDirs.subtract(order)
-            return (trees, root, usedBytes, order)
+            return (snapshots, usedBytes, order)
+        }
+        drainCacheReleases()
+        let encoded = Self.encodeTrees(snapshots)
+        let trees = encoded.map { ($0.hash, $0.data) }
+        let root = encoded.first { $0.ino == 1 }?.hash
+        lock.withLock {
+            for tree in encoded { nodes[tree.ino]?.child = tree.hash }
         }
 
+        let serialisedAt = ContinuousClock.now
         // 4. Upload trees, then swap the head.
         let content = self.content, heads = self.heads, volume = config.volumeID
         let expected = lock.withLock { head }
@@ -263,6 +257,7 @@ extension VolumeFileSystem {
             }
             lock.withLock { head = newHead }
             trace("committed gen \(newHead.head.generation) root \(String(describing: root)) trees \(trees.count) serialised \(serialised)")
+            trace("commit timing: files \(uploads.count) upload \(uploaded - started) serialise \(serialisedAt - uploaded) store \(ContinuousClock.now - serialisedAt)")
         } catch {
             lock.withLock {
                 for ino in serialised { markTreeDirty(ino) }

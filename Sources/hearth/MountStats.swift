@@ -27,13 +27,16 @@ enum PassthroughSetting: String, ExpressibleByArgument, CaseIterable {
 /// `--stats-file` is given: how tests see that a read never reached the daemon.
 struct MountStats: Codable {
     var ops: [String: UInt64]
+    /// Time spent serving each op (seconds, summed over its requests).
+    var opSeconds: [String: Double]?
     var passthroughNegotiated: Bool
     var passthroughEnabled: Bool
     var backing: BackingFiles.Counters
     var opens: PassthroughStats
 
     static func write(session: FuseSession, fs: VolumeFileSystem, to path: String) {
-        let stats = MountStats(ops: session.metrics.snapshot().mapValues(\.count),
+        let snapshot = session.metrics.snapshot()
+        let stats = MountStats(ops: snapshot.mapValues(\.count), opSeconds: snapshot.mapValues(\.totalSeconds),
                                passthroughNegotiated: session.parameters?.has(FuseInitFlag.passthrough) ?? false,
                                passthroughEnabled: fs.passthroughEnabled, backing: session.backing.snapshot,
                                opens: fs.passthroughCounters)
