@@ -429,6 +429,10 @@ public final class NodeCache: Sendable {
             for (file, indexes) in byFile {
                 let path = objectPath(file)
                 let fd = locked[file] ?? -1
+                // Gone from objects/ (taken over as a working copy by another daemon,
+                // see takeOver): only the accounting goes; the map and the name may
+                // already belong to a fresh copy that someone else has open.
+                guard fd >= 0 else { continue }
                 let mapFD = open(path + ".map", O_RDWR | O_CLOEXEC)
                 for index in indexes {
                     var zero: UInt8 = 0
