@@ -77,6 +77,42 @@ final class NodeUpgradeTests: XCTestCase {
         try await c.unstage(id, staging)
     }
 
+    /// A successor that asks for the volumes and goes away before adopting them
+    /// (crashed, killed by a failed rollout) changes nothing: the running plugin
+    /// carries on, its keeper still holds the fd (a killed daemon is taken over),
+    /// and it stages and unstages again.
+    func testASuccessorThatDiesBeforeAdoptingChangesNothing() async throws {
+        try await LocalCluster.run { c in
+            let id = try await c.createVolume("pvc-kept", bytes: 1 << 30).volumeID
+            let staging = c.kubelet + "/staging/\(id)"
+            try await c.stage(id, staging, mountCapability(), [:])
+            let data = Data("before the failed handover\n".utf8)
+            try writeDurably(data, to: staging + "/file")
+            let daemon = try XCTUnwrap(Self.daemonPID(id))
+
+            let sock = try FDHandoff.connect(c.directory + "/data/run/node.handover")
+            try FDFrames.send(sock, kind: UInt8(ascii: "H"))
+            var volumes = 0
+            while true {
+                let frame = try FDFrames.receive(sock)
+                if let fd = frame.fd { close(fd) }
+                if frame.kind == UInt8(ascii: "E") { break }
+                XCTAssertEqual(frame.kind, UInt8(ascii: "V"))
+                volumes += 1
+            }
+            XCTAssertEqual(volumes, 1)
+            close(sock)  // gone without "A"
+
+            XCTAssertEqual(Self.daemonPID(id), daemon, "the daemon was stopped although nobody adopted it")
+            XCTAssertEqual(kill(daemon, SIGKILL), 0)
+            XCTAssertEqual(FileManager.default.contents(atPath: staging + "/file"), data, "the keeper lost the connection")
+            let other = try await c.createVolume("pvc-after", bytes: 1 << 30).volumeID
+            try await c.stage(other, c.kubelet + "/staging/\(other)", mountCapability(), [:])
+            try await c.unstage(other, c.kubelet + "/staging/\(other)")
+            try await c.unstage(id, staging)
+        }
+    }
+
     /// The `hearth mount` process serving `volumeID`, if one runs.
     static func daemonPID(_ volumeID: String) -> Int32? {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
