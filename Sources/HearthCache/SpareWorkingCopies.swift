@@ -44,8 +44,14 @@ final class SpareWorkingCopies: Sendable {
             pool.serial += 1
             return directory + "/spare." + String(pool.serial)
         }
-        guard let spare, ftruncate(fd, 0) == 0, rename(path, spare) == 0 else {
+        // Renamed before it is emptied: a daemon killed in between must leave the
+        // journaled path either whole or gone, never an empty file at it.
+        guard let spare, rename(path, spare) == 0 else {
             unlink(path)
+            return
+        }
+        guard ftruncate(fd, 0) == 0 else {
+            unlink(spare)
             return
         }
         pool.withLock { pool in
