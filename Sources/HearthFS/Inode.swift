@@ -16,29 +16,94 @@ import Glibc
 final class Inode {
     // Stored fields are laid out in declaration order: small ones are grouped so
     // that padding does not grow every node.
+    //
+    // 120 bytes with the object header, so malloc gives each node a 128-byte chunk
+    // (136 bytes took 144): what is the same for almost every node (one parent,
+    // one link, size equal to the committed size) is implied here and stored in
+    // `extra` only when it differs.
     let ino: UInt64
-    /// Directories containing a link to this node (one per link; a directory has one).
-    var parents: ParentList
-    var mode: UInt32
+    /// The first of ``parents`` (0: none); the directories of further hard links
+    /// are in `extra`.
+    private var firstParent: UInt64
+    /// Permission bits (bits 0-11), ``kind`` (bits 12-14), ``treeDirty`` (bit 15).
+    private var packed: UInt32
     var uid: UInt32
     var gid: UInt32
-    var nlink: UInt32
-    var kind: EntryKind
-    /// Directories: must be re-serialised at the next commit.
-    var treeDirty = false
-    var size: Int64
+    /// ``lookups`` in 32 bits (a full word cost 8 bytes per node). Saturates: a
+    /// count of 4 billion kernel references never drops the node, the safe side.
+    private var lookupCount: UInt32 = 0
+    /// ``size``; see ``committedSize`` for why the setter is not trivial.
+    private var storedSize: Int64
     var atimeNs: Int64
     var mtimeNs: Int64
     var ctimeNs: Int64
     /// ``child``, with the all-zero hash (never a tree or manifest) for nil: an
     /// optional would cost a padded word per node.
     private var childHash: ContentHash
+
+    /// Directories containing a link to this node (one per link; a directory has one).
+    var parents: ParentList {
+        get { ParentList(head: firstParent, tail: extra?.moreParents ?? []) }
+        set {
+            firstParent = newValue.head
+            if extra != nil || !newValue.tail.isEmpty { ensureExtra.moreParents = newValue.tail }
+        }
+    }
+    /// Permission bits (and setuid/setgid/sticky).
+    var mode: UInt32 {
+        get { packed & 0o7777 }
+        set { packed = packed & ~0o7777 | newValue & 0o7777 }
+    }
+    var kind: EntryKind {
+        get { EntryKind(rawValue: UInt8(truncatingIfNeeded: packed >> 12 & 7)) ?? .file }
+        set { packed = packed & ~(7 << 12) | UInt32(newValue.rawValue & 7) << 12 }
+    }
+    /// Directories: must be re-serialised at the next commit.
+    var treeDirty: Bool {
+        get { packed & 1 << 15 != 0 }
+        set { packed = newValue ? packed | 1 << 15 : packed & ~(1 << 15) }
+    }
+    /// Links; 1 for almost every node, so stored (out of line) only otherwise.
+    var nlink: UInt32 {
+        get { extra?.nlink ?? 1 }
+        set { if extra != nil || newValue != 1 { ensureExtra.nlink = newValue } }
+    }
+
+    var size: Int64 {
+        get { storedSize }
+        set {
+            // Pin the committed size before it stops being implied by `size`.
+            if newValue != storedSize, extra?.committedSize == nil { ensureExtra.committedSize = storedSize }
+            storedSize = newValue
+        }
+    }
     /// The size recorded in the committed manifest (tree entries must match it).
-    var committedSize: Int64
+    /// Equal to ``size`` for every clean file, so it is stored (out of line) only
+    /// while the two differ.
+    var committedSize: Int64 {
+        get { extra?.committedSize ?? storedSize }
+        set {
+            if newValue == storedSize {
+                if extra != nil { extra?.committedSize = nil }
+            } else {
+                ensureExtra.committedSize = newValue
+            }
+        }
+    }
     /// Kernel references (lookup, create…, minus forget).
-    var lookups: UInt64 = 0
+    var lookups: UInt64 {
+        get { UInt64(lookupCount) }
+        set { lookupCount = UInt32(clamping: newValue) }
+    }
     /// Directories: name → ino once loaded from the tree; nil means "not in memory".
-    var children: [String: UInt64]?
+    /// Out of line (files, the vast majority, never have children); `_modify`
+    /// mutates the dictionary in place, where get-then-set would copy it on every
+    /// insert.
+    var children: [String: UInt64]? {
+        get { extra?.children }
+        set { if extra != nil || newValue != nil { ensureExtra.children = newValue } }
+        _modify { yield &ensureExtra.children }
+    }
 
     /// Last committed content: manifest (files) or tree (directories) hash. Nil for
     /// a node created since the last commit.
@@ -52,6 +117,10 @@ final class Inode {
     private var extra: Extra?
 
     private final class Extra {
+        var moreParents: [UInt64] = []
+        var nlink: UInt32 = 1
+        var children: [String: UInt64]?
+        var committedSize: Int64?
         var rdev: UInt64 = 0
         var symlinkTarget: String?
         var xattrs: [String: [UInt8]] = [:]
@@ -125,18 +194,16 @@ final class Inode {
 
     init(ino: UInt64, entry: TreeEntry, parent: UInt64) {
         self.ino = ino
-        kind = entry.kind
-        parents = [parent]
-        mode = entry.mode & 0o7777
+        firstParent = parent
+        packed = entry.mode & 0o7777 | UInt32(entry.kind.rawValue & 7) << 12
         uid = entry.uid
         gid = entry.gid
-        size = entry.size
+        storedSize = entry.size
         atimeNs = entry.atimeNs
         mtimeNs = entry.mtimeNs
         ctimeNs = entry.ctimeNs
-        nlink = max(1, entry.nlink)
         childHash = entry.child ?? .zero
-        committedSize = entry.size
+        nlink = max(1, entry.nlink)
         rdev = entry.rdev
         symlinkTarget = entry.symlinkTarget
         if !entry.xattrs.isEmpty { xattrs = entry.xattrs.mapValues { Array($0) } }
@@ -239,11 +306,23 @@ public struct InodeRecord: Sendable, Codable {
 /// allocation per node.
 struct ParentList: RandomAccessCollection, MutableCollection, RangeReplaceableCollection, ExpressibleByArrayLiteral {
     /// 0 (never a node id) when empty.
-    private var head: UInt64 = 0
-    private var tail: [UInt64] = []
+    private(set) var head: UInt64 = 0
+    /// Never non-empty while `head` is 0.
+    private(set) var tail: [UInt64] = []
     private var hasHead: Bool { head != 0 }
 
     init() {}
+
+    /// A list as ``Inode`` stores it (a root's parent 0 means none).
+    init(head: UInt64, tail: [UInt64]) {
+        self.init()
+        if head == 0 {
+            append(contentsOf: tail)
+        } else {
+            self.head = head
+            self.tail = tail
+        }
+    }
 
     init(arrayLiteral elements: UInt64...) {
         self.init()
