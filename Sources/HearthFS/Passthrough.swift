@@ -36,6 +36,9 @@ enum BackingTake {
     case now
     /// If it changed and the writer paused, or the last take is old: interval commits.
     case whenDue
+    /// If the kernel wrote it since the last take: the last release of a read open
+    /// (nothing unnoted may be forgotten with the state; nothing else is re-taken).
+    case ifChanged
     /// Never: attributes only (getattr, reads, before a daemon write).
     case later
 }
@@ -150,9 +153,11 @@ extension VolumeFileSystem {
     /// backing id, after a final look at what the kernel wrote through a write open.
     func releasePassthrough(_ node: Inode, writing: Bool) {
         guard var state = node.passthrough else { return }
-        // The last open takes everything too: what it has not noted yet would be
-        // forgotten with the state.
-        if state.writable { refreshFromBacking(node, take: writing || state.opens == 1 ? .now : .later) }
+        // A write open's close takes everything (shared-mmap stores leave no trace);
+        // the last open of any kind takes what is not noted yet, which would be
+        // forgotten with the state. A reader's close of a file written and closed
+        // before takes nothing again (a read after every write re-committed it).
+        if state.writable { refreshFromBacking(node, take: writing ? .now : state.opens == 1 ? .ifChanged : .later) }
         state = node.passthrough ?? state
         state.opens -= 1
         guard state.opens == 0 else {
@@ -217,6 +222,7 @@ extension VolumeFileSystem {
             // it: a manifest must never pair the new size with chunks not yet taken.
             due = state.unnoted && (dirtyFiles.contains(node.ino) || now - mtime >= Self.passthroughQuietNs
                                     || now - state.notedAtNs >= Self.passthroughDirtyExpiryNs)
+        case .ifChanged: due = state.unnoted
         case .later: due = false
         }
         if due {
