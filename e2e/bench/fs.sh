@@ -56,7 +56,16 @@ fi
 bindfs --no-allow-other "$WORK/native" "$WORK/bindfs" 2>/dev/null || bindfs "$WORK/native" "$WORK/bindfs"
 mkdir -p "$WORK/native/fio" "$WORK/hearth/fio"
 
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# Before each run: what the previous run wrote is made durable everywhere, as
+# native's `sync` waits for its writeback: fsync of a Hearth directory (fsyncdir)
+# waits for a commit of everything dirty, so the next row does not share the 2
+# cores with hashing and storing the previous row's gigabytes.
+drop() {
+  for d in "$WORK/hearth/fio" "$WORK/nopt/fio"; do
+    [ -d "$d" ] && python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$d"
+  done
+  sync; echo 3 > /proc/sys/vm/drop_caches
+}
 
 # FS_BENCH_MODE=xattr: how xattr handling costs writes and `ls -l` (docs/fuse.md).
 # The daemon above runs with HEARTH_MOUNT_ARGS (e.g. --xattrs); prints two numbers
