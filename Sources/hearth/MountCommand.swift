@@ -127,13 +127,22 @@ struct MountCommand: AsyncParsableCommand {
             if let mount { mount.unmount() } else { _ = umount2(path, Int32(MNT_DETACH)) }
         }
 
-        // SIGTERM / SIGINT: detach the mount; the session ends when the kernel drops
-        // the connection, then dirty data is committed before exit.
+        // SIGTERM / SIGINT: detach the mount and commit what was written; the session
+        // ends when the kernel drops the connection, then the rest is committed before
+        // exit. The early commit matters when the connection outlives the detach (a
+        // copy of the mount in another mount namespace, a process with its cwd inside):
+        // the supervisor kills such a daemon past its stop timeout, and the bytes
+        // written before the unstage must be in the store by then.
         var sources: [any DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { detach() }
+            source.setEventHandler {
+                detach()
+                Thread {
+                    do { try fs.commit() } catch { Self.log("commit at \(sig == SIGTERM ? "SIGTERM" : "SIGINT") failed: \(error)") }
+                }.start()
+            }
             source.resume()
             sources.append(source)
         }

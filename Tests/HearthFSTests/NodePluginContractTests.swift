@@ -51,6 +51,41 @@ struct NodePluginContractTests {
         }
     }
 
+    /// NodeUnstage's SIGTERM commits what was written at once, even when the detached
+    /// mount stays referenced (here a file still open; in a cluster, a copy of the
+    /// mount in another mount namespace) so that the session cannot end: the node
+    /// plugin kills such a daemon past its stop timeout, and nothing may be lost.
+    @Test func sigtermCommitsAtOnceWhileTheMountStaysReferenced() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start(arguments: ["mount", "--store", "file://" + v.store, "--cache-dir", v.cacheDir,
+                                "--commit-interval", "1h", v.volumeID, v.mountpoint])
+        let bytes = patternBytes(3 << 20 + 5, seed: 3)
+        let fd = open(v.path("open-file"), O_WRONLY | O_CREAT, 0o644)
+        #expect(fd >= 0)
+        #expect(bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count)
+        #expect(kill(try #require(v.pid), SIGTERM) == 0)
+
+        // A second, read-only daemon on the same store sees the bytes while the first
+        // still runs (its session cannot end: the file is open).
+        let readerMount = v.root + "/reader"
+        try FileManager.default.createDirectory(atPath: readerMount, withIntermediateDirectories: true)
+        let reader = try await MountedVolume(root: v.root, volumeID: v.volumeID)
+        reader.cacheDir = v.root + "/cache2"
+        var seen: [UInt8]?
+        for _ in 0..<40 where seen != bytes {
+            try await Task.sleep(for: .milliseconds(250))
+            try reader.start(extra: ["--read-only"], mountpoint: readerMount)
+            seen = try? readFile(readerMount + "/open-file")
+            try reader.stop()
+        }
+        let committed = seen == bytes  // (not the arrays themselves: 3 MiB in a failure message)
+        #expect(committed, "the SIGTERM'd daemon did not commit what was written (read \(seen?.count ?? -1) bytes)")
+        #expect(v.pid.map { kill($0, 0) == 0 } == true, "the daemon exited although its mount was still referenced")
+        close(fd)
+        try v.stop()
+    }
+
     /// NodeExpandVolume: the store record grows, SIGHUP, statfs reports the new
     /// capacity at once and the quota follows.
     @Test func sighupAppliesTheNewCapacity() async throws {
