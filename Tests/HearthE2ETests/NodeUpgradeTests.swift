@@ -31,7 +31,9 @@ final class NodeUpgradeTests: XCTestCase {
         let daemonBefore = try XCTUnwrap(Self.daemonPID(id), "no daemon for \(id)")
 
         try FileManager.default.createDirectory(atPath: target + "/fio", withIntermediateDirectories: true)
-        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: target + "/fio", size: "40m"), output: c.directory + "/fio.out")
+        // Time-based: with passthrough a fixed amount of I/O can finish before the upgrade.
+        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: target + "/fio", size: "40m", runtime: .seconds(10)),
+                                        output: c.directory + "/fio.out")
         try await Task.sleep(for: .seconds(1))
         XCTAssertTrue(fio.process.isRunning, "fio finished before the upgrade: make it longer")
 

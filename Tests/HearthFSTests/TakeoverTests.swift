@@ -94,9 +94,10 @@ struct TakeoverTests {
         try #require(commandExists("fio"), "fio is needed (Debian's fio package)")
         let mount = try await Supervised()
         defer { mount.cleanup() }
-        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: mount.volume.mountpoint, size: "64m"), output: mount.volume.root + "/fio.out")
-        // Early enough that a release build's fio is still running (it finished
-        // within 1.5 s there), late enough that it is past its start.
+        // Time-based: with passthrough a fixed amount of I/O can finish before the kill.
+        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: mount.volume.mountpoint, size: "64m", runtime: .seconds(6)),
+                                        output: mount.volume.root + "/fio.out")
+        // Late enough that fio is past its start.
         try await Task.sleep(for: .milliseconds(500))
         #expect(fio.process.isRunning, "fio finished before the kill: make it longer")
         let pause = try await mount.killDaemon()
@@ -154,7 +155,10 @@ struct TakeoverTests {
         let kills = Int(ProcessInfo.processInfo.environment["HEARTH_RECOVERY_KILLS"] ?? "") ?? 10
         let mount = try await Supervised()
         defer { mount.cleanup() }
-        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: mount.volume.mountpoint, size: "\(24 * kills)m"), output: mount.volume.root + "/fio.out")
+        // Time-based, long enough for every kill (each is 400 ms apart plus its pause).
+        let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: mount.volume.mountpoint, size: "64m",
+                                                            runtime: .seconds(2 * kills + 5)),
+                                        output: mount.volume.root + "/fio.out")
         var pauses: [Duration] = []
         for _ in 0..<kills {
             try await Task.sleep(for: .milliseconds(400))
