@@ -66,7 +66,31 @@ struct NodeOptions: ParsableArguments {
     }
 }
 
+/// The node role as `hearth node` and `hearth serve` both start it.
+struct NodeRole {
+    let daemons: DaemonSupervisor
+    let service: NodeService
+    /// Inventory reports to the scheduler, when configured: cancel at exit.
+    let reporting: Task<Void, Never>?
+}
+
 extension NodeOptions {
+    /// Takes a running predecessor's volumes over first (before anything binds or
+    /// reports), then starts inventory reports and registers the node.
+    func startRole(store: StoreOptions, objects: CredentialScopedStores, inventory: InventoryOptions,
+                   logger: Logger) async throws -> NodeRole {
+        let daemons = DaemonSupervisor(launch: launch(store: store), logger: logger)
+        try takeOverFromPredecessor(daemons, logger: logger)
+        let occupancy = cacheOccupancy(objects.base)
+        let reporting = try inventory.start(node: self, occupancy: occupancy, logger: logger)
+        let service = nodeService(daemons: daemons, objects: objects, occupancy: occupancy, logger: logger)
+        do { try await service.register() } catch {
+            reporting?.cancel()
+            throw error
+        }
+        return NodeRole(daemons: daemons, service: service, reporting: reporting)
+    }
+
     var advertisedAddress: String? {
         if let controlAddress { return controlAddress }
         guard let controlListen, let colon = controlListen.lastIndex(of: ":") else { return nil }
@@ -125,17 +149,13 @@ struct NodeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = serving.logger("hearth.node")
         let objects = try store.openScoped()
-        let daemons = DaemonSupervisor(launch: node.launch(store: store), logger: logger)
-        try node.takeOverFromPredecessor(daemons, logger: logger)
-        let occupancy = node.cacheOccupancy(objects.base)
-        let reporting = try inventory.start(node: node, occupancy: occupancy, logger: logger)
-        defer { reporting?.cancel() }
-        let service = node.nodeService(daemons: daemons, objects: objects, occupancy: occupancy, logger: logger)
-        try await service.register()
+        let role = try await node.startRole(store: store, objects: objects, inventory: inventory, logger: logger)
+        defer { role.reporting?.cancel() }
+        let service = role.service
         let commitEndpoint = try node.serveCommitEndpoint(service, logger: logger)
         var routes = IdentityService(roles: [.node]).routes
         routes.merge(service.routes)
-        try await node.servingUntilHandover(daemons, logger: logger) { stop in
+        try await node.servingUntilHandover(role.daemons, logger: logger) { stop in
             try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(service), stop: stop)
             await commitEndpoint?.shutdown(grace: .seconds(5))
         }
@@ -156,17 +176,13 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = serving.logger("hearth.serve")
         let objects = try store.openScoped()
-        let daemons = DaemonSupervisor(launch: node.launch(store: store), logger: logger)
-        try node.takeOverFromPredecessor(daemons, logger: logger)
-        let occupancy = node.cacheOccupancy(objects.base)
-        let reporting = try inventory.start(node: node, occupancy: occupancy, logger: logger)
-        defer { reporting?.cancel() }
-        let nodeService = node.nodeService(daemons: daemons, objects: objects, occupancy: occupancy, logger: logger)
-        try await nodeService.register()
+        let role = try await node.startRole(store: store, objects: objects, inventory: inventory, logger: logger)
+        defer { role.reporting?.cancel() }
+        let nodeService = role.service
         var routes = IdentityService(roles: [.controller, .groupController, .node]).routes
         routes.merge(controllerRoutes(objects, logger: logger, commits: LocalCommits(node: nodeService)))
         routes.merge(nodeService.routes)
-        try await node.servingUntilHandover(daemons, logger: logger) { stop in
+        try await node.servingUntilHandover(role.daemons, logger: logger) { stop in
             try await serving.serve(routes, logger: logger, extraMetrics: NodeMetrics.sampler(nodeService), stop: stop)
         }
     }
