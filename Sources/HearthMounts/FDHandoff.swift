@@ -110,27 +110,36 @@ public enum FDHandoff {
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: cmsgSpace, alignment: 8)
         defer { control.deallocate() }
         control.initializeMemory(as: UInt8.self, repeating: 0)
-        let sent: Int = payload.withUnsafeMutableBytes { p in
+        if let fd {
+            control.storeBytes(of: UInt64(cmsgLen), toByteOffset: 0, as: UInt64.self)
+            control.storeBytes(of: Int32(SOL_SOCKET), toByteOffset: 8, as: Int32.self)
+            control.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
+            control.storeBytes(of: fd, toByteOffset: cmsgHeader, as: Int32.self)
+        }
+        let sent = withMessage(&payload, control: fd == nil ? nil : control) { sendmsg(sock, &$0, Int32(MSG_NOSIGNAL)) }
+        guard sent > 0 else { throw Failure(description: "sendmsg: \(String(cString: strerror(errno)))") }
+        if sent < bytes.count { try FDFrames.writeAll(sock, Array(bytes[sent...])) }
+    }
+
+    /// Runs `call` (sendmsg or recvmsg) on one message over `payload`, with `control`
+    /// as its ancillary buffer when given; retried on EINTR.
+    private static func withMessage(_ payload: inout [UInt8], control: UnsafeMutableRawBufferPointer?,
+                                    _ call: (inout msghdr) -> Int) -> Int {
+        payload.withUnsafeMutableBytes { p in
             var iov = iovec(iov_base: p.baseAddress, iov_len: p.count)
             return withUnsafeMutablePointer(to: &iov) { iovp in
                 var msg = msghdr()
                 msg.msg_iov = iovp
                 msg.msg_iovlen = 1
-                if let fd {
-                    control.storeBytes(of: UInt64(cmsgLen), toByteOffset: 0, as: UInt64.self)
-                    control.storeBytes(of: Int32(SOL_SOCKET), toByteOffset: 8, as: Int32.self)
-                    control.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
-                    control.storeBytes(of: fd, toByteOffset: cmsgHeader, as: Int32.self)
+                if let control {
                     msg.msg_control = control.baseAddress
-                    msg.msg_controllen = cmsgSpace
+                    msg.msg_controllen = control.count
                 }
                 var n: Int
-                repeat { n = sendmsg(sock, &msg, Int32(MSG_NOSIGNAL)) } while n < 0 && errno == EINTR
+                repeat { n = call(&msg) } while n < 0 && errno == EINTR
                 return n
             }
         }
-        guard sent > 0 else { throw Failure(description: "sendmsg: \(String(cString: strerror(errno)))") }
-        if sent < bytes.count { try FDFrames.writeAll(sock, Array(bytes[sent...])) }
     }
 
     /// Receives exactly `count` bytes and the fd attached to the first of them, if any
@@ -141,19 +150,10 @@ public enum FDHandoff {
         defer { control.deallocate() }
         control.initializeMemory(as: UInt8.self, repeating: 0)
         var controlLength = 0
-        let received: Int = payload.withUnsafeMutableBytes { p in
-            var iov = iovec(iov_base: p.baseAddress, iov_len: p.count)
-            return withUnsafeMutablePointer(to: &iov) { iovp in
-                var msg = msghdr()
-                msg.msg_iov = iovp
-                msg.msg_iovlen = 1
-                msg.msg_control = control.baseAddress
-                msg.msg_controllen = cmsgSpace
-                var n: Int
-                repeat { n = recvmsg(sock, &msg, Int32(MSG_CMSG_CLOEXEC)) } while n < 0 && errno == EINTR
-                controlLength = Int(msg.msg_controllen)
-                return n
-            }
+        let received = withMessage(&payload, control: control) { msg in
+            let n = recvmsg(sock, &msg, Int32(MSG_CMSG_CLOEXEC))
+            controlLength = Int(msg.msg_controllen)
+            return n
         }
         var fd: Int32?
         if controlLength >= cmsgLen,
