@@ -127,22 +127,18 @@ extension VolumeFileSystem {
         // copies hold the bytes written since the last commit.
         for ino in replayedFiles {
             guard let node = lock.withLock({ nodes[ino] }), node.kind == .file else { continue }
-            guard let path = workPaths[ino] else {
-                if let hash = lock.withLock({ node.manifest == nil ? node.child : nil }) {
-                    let content = self.content
-                    do {
-                        let manifest = try blocking { try await content.manifest(hash) }
-                        lock.withLock { node.manifest = manifest }
-                    } catch { throw fuseError(error) }
-                }
-                continue
-            }
+            let path = workPaths[ino]
+            // Without a working copy, a manifest already loaded is the committed one.
             let manifest: Manifest?
-            if let hash = lock.withLock({ node.child }) {
+            if let hash = lock.withLock({ path == nil && node.manifest != nil ? nil : node.child }) {
                 let content = self.content
                 do { manifest = try blocking { try await content.manifest(hash) } } catch { throw fuseError(error) }
             } else {
                 manifest = nil
+            }
+            guard let path else {
+                if let manifest { lock.withLock { node.manifest = manifest } }
+                continue
             }
             let committedSize = lock.withLock { node.committedSize }
             guard let work = cache.reopenWorkingCopy(path: path, chunkSize: manifest?.chunkSize ?? config.chunkSize,
