@@ -314,6 +314,28 @@ extension VolumeFileSystem {
         }
     }
 
+    /// Lets go of every open's hold on its cache files once the session is over
+    /// (see ``shutdown()``) and retires each working copy the store holds all of.
+    func retireWorkingCopiesAfterSession() {
+        lock.withLock {
+            for node in nodes.values where node.work != nil || node.clean != nil || node.passthrough != nil {
+                if let state = node.passthrough {
+                    cache.close(state.file)
+                    node.passthrough = nil
+                }
+                if let clean = node.clean {
+                    cache.close(clean)
+                    node.clean = nil
+                }
+                if let work = node.work, !dirtyFiles.contains(node.ino), node.committing == 0, !work.isDirty {
+                    retireWorkingCopy(node)
+                }
+            }
+            passthroughWriters.removeAll()
+        }
+        drainCacheReleases()
+    }
+
     public func fsync(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, dataOnly: Bool) throws {
         guard !config.readOnly else { return }
         // Passthrough writes (and shared-mmap stores) never reached the daemon: take

@@ -125,8 +125,19 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     /// Starts the periodic committer.
     public func start() { writeback.start() }
 
-    /// Commits everything dirty and stops the committer (unmount, SIGTERM).
+    /// Commits everything dirty and stops the committer, once the session has ended
+    /// (the kernel dropped the connection).
+    ///
+    /// Ending the connection aborts the requests the daemon had not read yet
+    /// (fuse_conn_destroy), RELEASEs included: a passthrough writer closed just
+    /// before the unmount may never be seen closing. So its working copy is taken
+    /// whole here, whatever its mtime says, and afterwards every committed working
+    /// copy becomes the clean cache copy its last close would have made it, so a
+    /// restarted daemon reads those bytes locally (and in passthrough) instead of
+    /// fetching them again.
     public func shutdown() throws {
+        lock.withLock { refreshPassthroughWriters(take: .now) }
+        defer { retireWorkingCopiesAfterSession() }
         try writeback.stop()
     }
 

@@ -105,6 +105,28 @@ final class MountedVolume: @unchecked Sendable {
         guard p.terminationStatus == 0 else { throw HarnessError("daemon exited with \(p.terminationStatus)") }
     }
 
+    /// Unmounts as a user would (umount(2), no signal) and waits for the daemon to
+    /// commit and exit: the session ends when the kernel drops the connection.
+    /// `resumeAfter`: the daemon was stopped (SIGSTOP) and is continued once the
+    /// mount is gone, so it never reads the requests the kernel had queued.
+    func unmount(resumeAfter: Bool = false) throws {
+        guard let p = process else { return }
+        process = nil
+        let deadline = Date().addingTimeInterval(30)
+        while umount2(mountpoint, 0) != 0 {
+            guard errno == EBUSY, Date() < deadline else { throw HarnessError("umount \(mountpoint): \(String(cString: strerror(errno)))") }
+            usleep(20_000)
+        }
+        if resumeAfter { kill(p.processIdentifier, SIGCONT) }
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            throw HarnessError("daemon did not exit after its mount went away")
+        }
+        guard p.terminationStatus == 0 else { throw HarnessError("daemon exited with \(p.terminationStatus)") }
+    }
+
     /// Kills the daemon without letting it unmount (a crash).
     func crash() {
         guard let p = process else { return }

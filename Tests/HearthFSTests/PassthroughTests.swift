@@ -1,4 +1,5 @@
 import Foundation
+import HearthMounts
 import HearthStore
 import Testing
 
@@ -140,6 +141,57 @@ struct PassthroughTests {
         try FileManager.default.removeItem(atPath: v.cacheDir)
         try v.start()
         #expect(try readFile(v.path("mapped")) == expected)
+        try v.stop()
+    }
+
+    /// A plain umount right after the last close: the kernel aborts the RELEASEs the
+    /// daemon has not read yet (fuse_conn_destroy), so the daemon never sees those
+    /// passthrough writers close. Their bytes must reach the store all the same, and
+    /// stay cached for the next daemon. The test makes the lost RELEASE certain: each
+    /// file's last reference is an fd in flight on a socket, dropped (no FLUSH, only
+    /// a RELEASE) while the daemon is stopped, and the daemon continues only once the
+    /// mount is gone.
+    @Test func passthroughWritersWhoseReleaseTheUnmountAbortedAreCommittedAndStayCached() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        // One file is overwritten in place (same size): only the mtime shows it.
+        try committedFile(v, "f0", patternBytes(2 << 20, seed: 39))
+        var expected: [String: [UInt8]] = [:]
+        var sockets: [Int32] = []
+        for index in 0..<3 {
+            let name = "f\(index)"
+            expected[name] = patternBytes((2 << 20) + index * 1000, seed: 40 + UInt64(index))
+            let fd = open(v.path(name), O_WRONLY | O_CREAT, 0o644)
+            #expect(fd >= 0)
+            #expect(expected[name]!.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == expected[name]!.count)
+            var pair: [Int32] = [-1, -1]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+            try FDHandoff.send(pair[0], byte: 0, fd: fd)
+            close(fd)
+            sockets += pair
+        }
+        let pid = try #require(v.pid)
+        kill(pid, SIGSTOP)
+        sockets.forEach { close($0) }
+        try v.unmount(resumeAfter: true)
+        // Warm cache: every file is read by the kernel from its clean cache copy.
+        try v.start()
+        for (name, bytes) in expected.sorted(by: { $0.key < $1.key }) {
+            let same = try readFile(v.path(name)) == bytes
+            #expect(same, "\(name) after an unmount and a restart")
+        }
+        let s = try v.stats()
+        #expect(s.opens.passthroughOpens == UInt64(expected.count))
+        #expect(s.opens.cachedOpens == 0)
+        try v.stop()
+        // Cold cache: the bytes come from the store.
+        try FileManager.default.removeItem(atPath: v.cacheDir)
+        try v.start()
+        for (name, bytes) in expected.sorted(by: { $0.key < $1.key }) {
+            let same = try readFile(v.path(name)) == bytes
+            #expect(same, "\(name) from the store")
+        }
         try v.stop()
     }
 

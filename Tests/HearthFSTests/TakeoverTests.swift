@@ -97,8 +97,11 @@ struct TakeoverTests {
         // Time-based: with passthrough a fixed amount of I/O can finish before the kill.
         let fio = try BackgroundCommand(Fio.mixedWithVerify(directory: mount.volume.mountpoint, size: "64m", runtime: .seconds(6)),
                                         output: mount.volume.root + "/fio.out")
-        // Late enough that fio is past its start.
-        try await Task.sleep(for: .milliseconds(500))
+        // Late enough that fio is past its start. A blocking sleep, not Task.sleep:
+        // with every test running in parallel on 2 cores, a suspended task can wait
+        // longer for a pool thread than fio runs, and then the kill comes after it.
+        // Nothing suspends between starting fio and the kill (killDaemon kills first).
+        usleep(500_000)
         #expect(fio.process.isRunning, "fio finished before the kill: make it longer")
         let pause = try await mount.killDaemon()
         let (status, output) = try await fio.finish()
