@@ -264,7 +264,15 @@ extension VolumeFileSystem {
         return data.count
     }
 
-    public func flush(_ ctx: RequestContext, node: UInt64, handle: UInt64) throws {}
+    /// Nothing happens at close(2) that the daemon must answer for: commits are
+    /// asynchronous (fsync waits for them) and write errors are returned by WRITE.
+    /// ENOSYS makes the kernel stop sending FLUSH for this connection (fc->no_flush),
+    /// saving one synchronous round trip on every close; with the writeback cache
+    /// the kernel still writes dirty pages back at close, before it would have sent
+    /// FLUSH (fuse_flush).
+    public func flush(_ ctx: RequestContext, node: UInt64, handle: UInt64) throws {
+        throw FuseError.notSupported
+    }
 
     public func release(_ ctx: RequestContext, node ino: UInt64, handle: UInt64, flags: UInt32) {
         let dirty: Bool = lock.withLock {
