@@ -248,9 +248,16 @@ public final class NodeCache: Sendable {
     public func makeWorkingCopy(volume: String, name: String, size: Int64, chunkSize: Int,
                                 base: CacheFile?) throws -> CacheFile {
         let dir = directory + "/work/" + volume
-        let path = dir + "/" + name
-        _ = spares.reuse(in: dir, as: path)
-        var fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        var path = dir + "/" + name
+        var fd: Int32
+        if let spare = spares.take(in: dir) {
+            // An emptied working copy of this volume: used under its own (unique)
+            // name, already open when it was kept open.
+            path = spare.path
+            fd = spare.fd ?? open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        } else {
+            fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        }
         if fd < 0 && errno == ENOENT {
             // First working copy of this volume: the directory is made once, not
             // checked on every create (a metadata-heavy workload makes thousands).
@@ -258,7 +265,7 @@ public final class NodeCache: Sendable {
             fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         }
         guard fd >= 0 else { throw CacheIOError(errno) }
-        _ = ftruncate(fd, off_t(size))
+        if size > 0 { _ = ftruncate(fd, off_t(size)) }
         let count = Int((size + Int64(chunkSize) - 1) / Int64(chunkSize))
         var map = [UInt8](repeating: 0, count: count)
         if let base, base.chunkSize == chunkSize {
