@@ -33,9 +33,9 @@ public protocol FileSystemHandler: Sendable {
     func release(_ ctx: RequestContext, node: UInt64, handle: UInt64, flags: UInt32)
     func fsync(_ ctx: RequestContext, node: UInt64, handle: UInt64, dataOnly: Bool) throws
     func opendir(_ ctx: RequestContext, node: UInt64, flags: UInt32) throws -> OpenReply
-    /// Entries starting after cookie `offset`; `add` returns false once the reply is full.
-    func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
-                 add: (DirectoryEntry) -> Bool) throws
+    /// Entries starting after cookie `offset`, as many as the handler has: the session
+    /// encodes what fits in the reply (a slice of the handle's listing, no copy).
+    func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64) throws -> ArraySlice<DirectoryEntry>
     /// Like readdir, with attributes; every entry added counts as a lookup.
     func readdirplus(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
                      add: (DirectoryEntry, EntryReply) -> Bool) throws

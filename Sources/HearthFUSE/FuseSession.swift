@@ -429,10 +429,10 @@ public final class FuseSession: Sendable {
         case .readdir, .readdirplus:
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
             var w = ReplyWriter(capacity: min(size, 64 * 1024))
+            // No intermediate array per name: a 10,000-entry directory is 10,000 of them.
             func dirent(_ e: DirectoryEntry, into w: inout ReplyWriter) {
-                let name = Array(e.name.utf8)
-                w.u64(e.ino); w.u64(e.nextOffset); w.u32(UInt32(name.count)); w.u32(e.type)
-                w.append(name)
+                w.u64(e.ino); w.u64(e.nextOffset); w.u32(UInt32(e.name.utf8.count)); w.u32(e.type)
+                w.append(utf8: e.name)
                 w.padTo8()
             }
             func fits(_ e: DirectoryEntry, plus: Bool) -> Bool {
@@ -440,10 +440,10 @@ public final class FuseSession: Sendable {
                 return w.count + len + (plus ? FuseLayout.entryOut : 0) <= size
             }
             if op == .readdir {
-                try h.readdir(ctx, node: node, handle: fh, offset: offset) { e in
-                    guard fits(e, plus: false) else { return false }
+                // A plain loop over the handle's listing (no closure per entry).
+                for e in try h.readdir(ctx, node: node, handle: fh, offset: offset) {
+                    guard fits(e, plus: false) else { break }
                     dirent(e, into: &w)
-                    return true
                 }
             } else {
                 try h.readdirplus(ctx, node: node, handle: fh, offset: offset) { e, entry in

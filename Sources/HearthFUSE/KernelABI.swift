@@ -188,7 +188,13 @@ public struct ReplyWriter: Sendable {
     public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     public mutating func append(_ raw: UnsafeRawBufferPointer) { bytes.append(contentsOf: raw) }
     public mutating func append(_ raw: [UInt8]) { bytes.append(contentsOf: raw) }
+    public mutating func append(utf8 string: String) {
+        var string = string
+        string.withUTF8 { bytes.append(contentsOf: $0) }
+    }
     public mutating func zeros(_ count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
     public var count: Int { bytes.count }
-    public mutating func padTo8() { zeros((8 - bytes.count % 8) % 8) }
+    public mutating func padTo8() {
+        for _ in 0..<(8 - bytes.count % 8) % 8 { bytes.append(0) }
+    }
 }
