@@ -165,11 +165,32 @@ wm=-; wf=-; [ "$NOPT" = 1 ] && read -r wm wf <<<"$(meta "$WORK/nopt")"
 row "create+stat+unlink $FILES (s)" "$nm" "$bm" "$hm" "$wm"
 row "find $FILES (s)" "$nf" "$bf" "$hf" "$wf"
 
+# The cost of one FUSE round trip on this machine: ioctl(TCGETS) on an open file,
+# which every FUSE daemon answers at once (ENOTTY) and no cache absorbs. Python's
+# open() makes exactly this call (isatty), and the metadata row is ~7 synchronous
+# round trips per file; natively it is a syscall.
+roundtrip() { # dir -> microseconds per ioctl
+  echo x > "$1/rt"
+  python3 - "$1/rt" <<'PY'
+import fcntl, os, sys, termios, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+n = 20000
+t = time.perf_counter()
+for _ in range(n):
+    try: fcntl.ioctl(fd, termios.TCGETS)
+    except OSError: pass
+print("%.1f" % (1e6 * (time.perf_counter() - t) / n))
+PY
+  rm -f "$1/rt"
+}
+w=-; [ "$NOPT" = 1 ] && w=$(roundtrip "$WORK/nopt")
+row "ioctl round trip (us)" "$(roundtrip "$WORK/native")" "$(roundtrip "$WORK/bindfs")" "$(roundtrip "$WORK/hearth")" "$w"
+
 # hearth = passthrough (auto); hearth-nopt = --passthrough off (writeback cache).
 printf '%-34s %10s %10s %10s %12s %12s %12s\n' "benchmark" "native" "bindfs" "hearth" "hearth/nat" "hearth/bfs" "hearth-nopt"
 for r in "${ROWS[@]}"; do
   IFS='|' read -r name n b h w <<<"$r"
-  if [[ $name == *"(s)"* ]]; then
+  if [[ $name == *"(s)"* || $name == *"(us)"* ]]; then
     printf '%-34s %10s %10s %10s %12s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")x" "$(ratio "$h" "$b")x" "$w"
   else
     printf '%-34s %10s %10s %10s %12s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")" "$(ratio "$h" "$b")" "$w"
