@@ -562,14 +562,13 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         }
     }
 
-    public func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64, add: (DirectoryEntry) -> Bool) throws {
+    public func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64) throws -> ArraySlice<DirectoryEntry> {
         try rebuildDirectoryHandle(handle, node: node)
         let entries = try lock.withLock {
             guard let entries = dirHandles[handle] else { throw FuseError.badHandle }
             return entries
         }
-        var index = Int(offset)
-        while index < entries.count, add(entries[index]) { index += 1 }
+        return entries[min(Int(offset), entries.count)...]
     }
 
     public func readdirplus(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
