@@ -123,7 +123,9 @@ for jobs in 1 4; do
 done
 sync
 
-for spec in "read 1m" "write 1m" "randread 4k" "randwrite 4k"; do
+# FS_BENCH_SPECS: a comma-separated subset of the fio rows, e.g. "randread 4k".
+IFS=',' read -ra SPECS <<<"${FS_BENCH_SPECS:-read 1m,write 1m,randread 4k,randwrite 4k}"
+for spec in "${SPECS[@]}"; do
   set -- $spec
   for jobs in 1 4; do
     n=$(fio_run "$WORK/native/fio" "$1" "$2" $jobs)
