@@ -95,12 +95,16 @@ final class MountedVolume: @unchecked Sendable {
         guard let p = process else { return }
         process = nil
         p.terminate()
-        let deadline = Date().addingTimeInterval(30)
+        try Self.awaitCleanExit(p, by: Date().addingTimeInterval(30), else: "daemon did not exit on SIGTERM")
+    }
+
+    /// Waits for `p` to exit with status 0; past `deadline` kills it and throws `stuck`.
+    private static func awaitCleanExit(_ p: Process, by deadline: Date, else stuck: String) throws {
         while p.isRunning && Date() < deadline { usleep(20_000) }
         if p.isRunning {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
-            throw HarnessError("daemon did not exit on SIGTERM")
+            throw HarnessError(stuck)
         }
         guard p.terminationStatus == 0 else { throw HarnessError("daemon exited with \(p.terminationStatus)") }
     }
@@ -118,13 +122,7 @@ final class MountedVolume: @unchecked Sendable {
             usleep(20_000)
         }
         if resumeAfter { kill(p.processIdentifier, SIGCONT) }
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        if p.isRunning {
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-            throw HarnessError("daemon did not exit after its mount went away")
-        }
-        guard p.terminationStatus == 0 else { throw HarnessError("daemon exited with \(p.terminationStatus)") }
+        try Self.awaitCleanExit(p, by: deadline, else: "daemon did not exit after its mount went away")
     }
 
     /// Kills the daemon without letting it unmount (a crash).
