@@ -108,10 +108,7 @@ final class LocalCluster {
     func stop() async {
         await controller.close()
         await node.close()
-        for process in processes where process.isRunning {
-            process.terminate()
-        }
-        for process in processes { process.waitUntilExit() }
+        for process in processes { terminateAndWait(process) }
         // A failed run can leave mounts behind: detach them, deepest first.
         let table = ProcFile.read("/proc/self/mountinfo") ?? ""
         var leftovers: [String] = []
@@ -190,4 +187,19 @@ extension LocalCluster {
         request.stagingTargetPath = staging
         _ = try await nodeCall("NodeUnstageVolume", request, as: Csi_V1_NodeUnstageVolumeResponse.self)
     }
+}
+
+/// SIGTERM, then waits for the exit; SIGKILL after `seconds`, so that a process that
+/// ignores SIGTERM fails its test instead of hanging the whole run. True when it
+/// exited on its own.
+@discardableResult
+func terminateAndWait(_ process: Process, seconds: TimeInterval = 60) -> Bool {
+    guard process.isRunning else { return true }
+    process.terminate()
+    let deadline = Date().addingTimeInterval(seconds)
+    while process.isRunning && Date() < deadline { usleep(50_000) }
+    guard process.isRunning else { return true }
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+    return false
 }

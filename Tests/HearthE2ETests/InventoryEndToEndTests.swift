@@ -30,10 +30,7 @@ final class InventoryEndToEndTests: XCTestCase {
              "--inventory-token-file", schedulerToken, "--inventory-ttl", "4", "--no-kubernetes-fallback",
              "--log-level", "warning"] + store,
             log: root + "/scheduler.log", environment: [:])
-        defer {
-            scheduler.terminate()
-            scheduler.waitUntilExit()
-        }
+        defer { terminateAndWait(scheduler) }
         let http = HTTP(inventory: "http://127.0.0.1:\(inventoryPort)", extender: "http://127.0.0.1:\(extenderPort)")
         try await waitUntilAsync("the scheduler answers /healthz", within: .seconds(30)) {
             (try? await http.send("GET", http.inventory + "/healthz"))?.status == 200

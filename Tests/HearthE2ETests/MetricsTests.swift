@@ -76,8 +76,7 @@ final class MetricsTests: XCTestCase {
             _ = try? await channel.call("/csi.v1.Node/NodeUnstageVolume", unstage, as: Csi_V1_NodeUnstageVolumeResponse.self, timeout: .seconds(60))
         }
         await channel.close()
-        server.terminate()
-        server.waitUntilExit()
+        XCTAssertTrue(terminateAndWait(server), "hearth serve did not exit within 60 s of SIGTERM:\n\((try? String(contentsOfFile: dir + "/serve.log", encoding: .utf8)) ?? "")")
         try? FileManager.default.removeItem(atPath: dir)
     }
 

@@ -25,7 +25,14 @@ cleanup() {
   umount -l "$WORK/hearth" 2>/dev/null || true
   umount -l "$WORK/nopt" 2>/dev/null || true
 }
-trap cleanup EXIT
+# At exit the data goes too (the stores keep every version: ~24 GB after a full run,
+# and a full disk takes the machine's other work down with it); the daemons' logs
+# stay. FS_BENCH_KEEP=1 keeps everything.
+finish() {
+  cleanup
+  [ "${FS_BENCH_KEEP:-0}" = 1 ] || find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} + 2>/dev/null || true
+}
+trap finish EXIT
 cleanup
 rm -rf "$WORK"
 mkdir -p "$WORK"
