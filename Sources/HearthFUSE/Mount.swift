@@ -67,9 +67,14 @@ public final class FuseMount: Sendable {
 
     /// A daemon that crashed leaves its mountpoint answering ENOTCONN; detach it so
     /// the next start can mount again.
+    ///
+    /// Detected with statfs, which always asks the daemon: stat(2) of the mountpoint
+    /// is answered from the kernel's attribute cache while the root's attributes are
+    /// valid (up to the attribute timeout), so a dead mount looked alive and the new
+    /// one went on top of it or, worse, a reader raced onto the dead one.
     public static func clearStaleMount(_ path: String) throws {
-        var st = stat()
-        if stat(path, &st) != 0 && errno == ENOTCONN {
+        var fs = statvfs()
+        if statvfs(path, &fs) != 0 && errno == ENOTCONN {
             guard umount2(path, Int32(MNT_DETACH)) == 0 else { throw FuseError(errno: errno) }
         }
     }

@@ -81,9 +81,10 @@ final class MountedVolume: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             // A stale mount of a crashed daemon is also a FUSE mount in mountinfo:
-            // wait for one that answers.
-            var st = stat()
-            if Self.isFuseMount(target) && stat(target, &st) == 0 { return }
+            // wait for one that answers. statfs always reaches the daemon; stat of
+            // the root can be answered from the kernel's attribute cache.
+            var fs = statvfs()
+            if Self.isFuseMount(target) && statvfs(target, &fs) == 0 { return }
             guard p.isRunning else { throw HarnessError("hearth mount exited with \(p.terminationStatus)") }
             usleep(20_000)
         }
