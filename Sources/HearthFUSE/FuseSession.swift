@@ -194,7 +194,7 @@ public final class FuseSession: Sendable {
         w.u64(parent)
         w.u32(UInt32(name.utf8.count))
         w.u32(0)
-        w.append(Array(name.utf8))
+        w.append(utf8: name)
         w.append([0])
         _ = notify(.invalEntry, w)
     }
@@ -335,7 +335,7 @@ public final class FuseSession: Sendable {
             send(fd, unique: u, attrReply(attributes, timeoutNs: timeout))
         case .readlink:
             var w = ReplyWriter()
-            w.append(Array(try h.readlink(ctx, node: node).utf8))
+            w.append(utf8: try h.readlink(ctx, node: node))
             send(fd, unique: u, w)
         case .symlink:
             let name = try r.cString(), target = try r.cString()
