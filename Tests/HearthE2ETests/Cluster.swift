@@ -2,6 +2,7 @@ import CSIProto
 import Foundation
 import HearthMounts
 import HearthRPC
+import HearthTestSupport
 import SwiftProtobuf
 import XCTest
 
@@ -189,17 +190,11 @@ extension LocalCluster {
     }
 }
 
-/// SIGTERM, then waits for the exit; SIGKILL after `seconds`, so that a process that
-/// ignores SIGTERM fails its test instead of hanging the whole run. True when it
-/// exited on its own.
+/// SIGTERM, then waits for the exit (SIGKILL after `seconds`, see ``waitForExit(_:by:)``).
+/// True when it exited on its own.
 @discardableResult
 func terminateAndWait(_ process: Process, seconds: TimeInterval = 60) -> Bool {
     guard process.isRunning else { return true }
     process.terminate()
-    let deadline = Date().addingTimeInterval(seconds)
-    while process.isRunning && Date() < deadline { usleep(50_000) }
-    guard process.isRunning else { return true }
-    kill(process.processIdentifier, SIGKILL)
-    process.waitUntilExit()
-    return false
+    return waitForExit(process, by: Date().addingTimeInterval(seconds))
 }

@@ -1,6 +1,7 @@
 import Foundation
 import HearthMounts
 import HearthStore
+import HearthTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -101,12 +102,7 @@ final class MountedVolume: @unchecked Sendable {
 
     /// Waits for `p` to exit with status 0; past `deadline` kills it and throws `stuck`.
     private static func awaitCleanExit(_ p: Process, by deadline: Date, else stuck: String) throws {
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        if p.isRunning {
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-            throw HarnessError(stuck)
-        }
+        guard waitForExit(p, by: deadline) else { throw HarnessError(stuck) }
         guard p.terminationStatus == 0 else { throw HarnessError("daemon exited with \(p.terminationStatus)") }
     }
 
