@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include <linux/falloc.h>
 #include <stdio.h>
+#include "uring.h"
 
 // ioctl(2) is variadic, which Swift cannot call: these wrappers give the /dev/fuse
 // ioctls fixed signatures.

@@ -29,17 +29,24 @@ public final class FuseSession: Sendable {
     /// filesystem when INIT granted FUSE_PASSTHROUGH).
     public let backing: BackingFiles
 
-    private struct Pool {
+    struct Pool {
+        /// Every serving thread: /dev/fuse readers and io_uring queue threads.
         var workers = 0
+        /// /dev/fuse readers waiting for a request.
         var idle = 0
         var stopped = false
         var destroyed = false
         var parameters: SessionParameters?
+        /// Per io_uring queue (one per possible CPU): threads, and those waiting.
+        var ringThreads: [Int] = []
+        var ringIdle: [Int] = []
     }
 
-    private let pool: Mutex<Pool>
+    let pool: Mutex<Pool>
     /// Signalled when the last worker exits.
-    private let finished = NSCondition()
+    let finished = NSCondition()
+    /// Requests served over io_uring (FUSE_OVER_IO_URING), for stats and tests.
+    let ringRequests = Atomic<UInt64>(0)
 
     /// - Parameter restoring: INIT parameters of a session taken over from a previous
     ///   daemon; nil for a fresh mount (the kernel's INIT is then the first request).
@@ -67,8 +74,9 @@ public final class FuseSession: Sendable {
 
     /// Serves until the kernel ends the connection (unmount, abort); blocks.
     public func run() {
-        let initial = pool.withLock { $0.parameters == nil ? 1 : max(1, options.minWorkers) }
+        let (initial, restored) = pool.withLock { ($0.parameters == nil ? 1 : max(1, options.minWorkers), $0.parameters) }
         for _ in 0..<initial { spawnWorker() }
+        if let restored, restored.has(FuseInitFlag.overIOUring) { startRingQueues(restored) }
         finished.lock()
         while pool.withLock({ $0.workers > 0 }) { finished.wait() }
         finished.unlock()
@@ -89,20 +97,26 @@ public final class FuseSession: Sendable {
             let workerFD = cloneFD()
             serve(on: workerFD)
             if workerFD != fd { Glibc.close(workerFD) }
-            let last = pool.withLock { pool in
-                pool.workers -= 1
-                pool.idle -= 1
-                return pool.workers == 0
-            }
-            if last {
-                finished.lock()
-                finished.broadcast()
-                finished.unlock()
-            }
+            workerExited { $0.idle -= 1 }
         }
         thread.name = "fuse-worker"
         thread.stackSize = 1 << 20
         thread.start()
+    }
+
+    /// Takes a finished thread out of the count (`update` undoes its own
+    /// bookkeeping) and wakes ``run()`` when it was the last.
+    func workerExited(_ update: (inout Pool) -> Void) {
+        let last = pool.withLock { pool in
+            pool.workers -= 1
+            update(&pool)
+            return pool.workers == 0
+        }
+        if last {
+            finished.lock()
+            finished.broadcast()
+            finished.unlock()
+        }
     }
 
     /// A new fd on the same connection, so this worker's reads and replies do not
@@ -141,14 +155,21 @@ public final class FuseSession: Sendable {
                 return pool.idle == 0 && pool.parameters != nil && !pool.stopped && pool.workers < options.maxWorkers
             }
             if spawn { spawnWorker() }
-            handle(UnsafeRawBufferPointer(rebasing: request[0..<n]), fd: workerFD, scratch: reply)
+            handle(UnsafeRawBufferPointer(rebasing: request[0..<n]), channel: .device(workerFD), scratch: reply)
             pool.withLock { $0.idle += 1 }
         }
     }
 
     // MARK: replies
 
-    private func send(_ fd: Int32, unique: UInt64, error: Int32, body: UnsafeRawBufferPointer) {
+    private func send(_ channel: ReplyChannel, unique: UInt64, error: Int32, body: UnsafeRawBufferPointer) {
+        let fd: Int32
+        switch channel {
+        case .device(let device): fd = device
+        case .ring(let entry):
+            entry.reply(unique: unique, error: error, body: body)
+            return
+        }
         var header = ReplyWriter(capacity: 16)
         header.u32(UInt32(FuseLayout.outHeader + body.count))
         header.i32(error == 0 ? 0 : -error)
@@ -161,8 +182,8 @@ public final class FuseSession: Sendable {
         }
     }
 
-    private func send(_ fd: Int32, unique: UInt64, _ w: ReplyWriter) {
-        w.bytes.withUnsafeBytes { send(fd, unique: unique, error: 0, body: $0) }
+    private func send(_ channel: ReplyChannel, unique: UInt64, _ w: ReplyWriter) {
+        w.bytes.withUnsafeBytes { send(channel, unique: unique, error: 0, body: $0) }
     }
 
     /// Sends an unsolicited notification (invalidation, resend) on the session fd.
@@ -201,7 +222,7 @@ public final class FuseSession: Sendable {
 
     // MARK: dispatch
 
-    private func handle(_ request: UnsafeRawBufferPointer, fd: Int32, scratch: UnsafeMutableRawBufferPointer) {
+    func handle(_ request: UnsafeRawBufferPointer, channel: ReplyChannel, scratch: UnsafeMutableRawBufferPointer) {
         guard request.count >= FuseLayout.inHeader else { return }
         var r = RequestReader(request)
         let opcode = (try? r.skip(4)).flatMap { try? r.u32() } ?? 0
@@ -212,24 +233,24 @@ public final class FuseSession: Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         var failed = false
         guard let op = FuseOpcode(rawValue: opcode) else {
-            send(fd, unique: unique, error: ENOSYS, body: UnsafeRawBufferPointer(start: nil, count: 0))
+            send(channel, unique: unique, error: ENOSYS, body: UnsafeRawBufferPointer(start: nil, count: 0))
             return
         }
         do {
-            try dispatch(op, ctx: ctx, node: node, reader: &r, fd: fd, scratch: scratch)
+            try dispatch(op, ctx: ctx, node: node, reader: &r, channel: channel, scratch: scratch)
         } catch let error as FuseError {
             // A resent removal that the dead daemon had already carried out (it was
             // journaled, so the successor replayed it) finds nothing: that is the
             // success the application was waiting for.
             if unique & Self.resendBit != 0, error.errno == ENOENT, [.unlink, .rmdir, .rename, .rename2].contains(op) {
-                send(fd, unique: unique, error: 0, body: UnsafeRawBufferPointer(start: nil, count: 0))
+                send(channel, unique: unique, error: 0, body: UnsafeRawBufferPointer(start: nil, count: 0))
                 return
             }
             failed = true
-            send(fd, unique: unique, error: error.errno, body: UnsafeRawBufferPointer(start: nil, count: 0))
+            send(channel, unique: unique, error: error.errno, body: UnsafeRawBufferPointer(start: nil, count: 0))
         } catch {
             failed = true
-            send(fd, unique: unique, error: EIO, body: UnsafeRawBufferPointer(start: nil, count: 0))
+            send(channel, unique: unique, error: EIO, body: UnsafeRawBufferPointer(start: nil, count: 0))
         }
         metrics.record(opcode, nanoseconds: DispatchTime.now().uptimeNanoseconds - start, failed: failed)
     }
@@ -254,7 +275,7 @@ public final class FuseSession: Sendable {
     // One switch, one case per opcode: decode, call, encode. Layouts are those of
     // <linux/fuse.h> 7.45 (see KernelABI.swift).
     private func dispatch(_ op: FuseOpcode, ctx: RequestContext, node: UInt64, reader r: inout RequestReader,
-                          fd: Int32, scratch: UnsafeMutableRawBufferPointer) throws {
+                          channel: ReplyChannel, scratch: UnsafeMutableRawBufferPointer) throws {
         let h = handler
         let u = ctx.unique
         switch op {
@@ -267,7 +288,7 @@ public final class FuseSession: Sendable {
                 // Newer major: answer with ours only; the kernel retries INIT at 7.x.
                 var w = ReplyWriter()
                 w.u32(7); w.u32(Self.protocolMinor); w.zeros(56)
-                send(fd, unique: u, w)
+                send(channel, unique: u, w)
                 return
             }
             guard minor >= 31 else { throw FuseError.protocolError }
@@ -276,15 +297,16 @@ public final class FuseSession: Sendable {
             pool.withLock { $0.parameters = parameters }
             var w = ReplyWriter(capacity: FuseLayout.initOut)
             parameters.encodeInitReply(into: &w)
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
             for _ in 1..<max(1, options.minWorkers) { spawnWorker() }
+            if parameters.has(FuseInitFlag.overIOUring) { startRingQueues(parameters) }
         case .destroy:
             let first = pool.withLock { pool in
                 defer { pool.destroyed = true }
                 return !pool.destroyed
             }
             if first { h.destroy() }
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .interrupt:
             // Every operation here finishes in bounded time; the kernel gets the
             // reply (or EINTR for the caller) when it does. No reply to INTERRUPT.
@@ -299,13 +321,13 @@ public final class FuseSession: Sendable {
                 h.forget(node: id, count: n)
             }
         case .lookup:
-            send(fd, unique: u, entryReply(try h.lookup(ctx, parent: node, name: try r.cString())))
+            send(channel, unique: u, entryReply(try h.lookup(ctx, parent: node, name: try r.cString())))
         case .getattr:
             let flags = try r.u32()
             try r.skip(4)
             let fh = try r.u64()
             let (attributes, timeout) = try h.getattr(ctx, node: node, handle: flags & 1 != 0 ? fh : nil)
-            send(fd, unique: u, attrReply(attributes, timeoutNs: timeout))
+            send(channel, unique: u, attrReply(attributes, timeoutNs: timeout))
         case .setattr:
             let valid = try r.u32()
             try r.skip(4)
@@ -332,33 +354,33 @@ public final class FuseSession: Sendable {
             if valid & FuseSetattrValid.ctime != 0 { changes.ctimeNs = Int64(bitPattern: ctime) * 1_000_000_000 + Int64(ctimens) }
             changes.killSuidgid = valid & FuseSetattrValid.killSuidgid != 0
             let (attributes, timeout) = try h.setattr(ctx, node: node, changes)
-            send(fd, unique: u, attrReply(attributes, timeoutNs: timeout))
+            send(channel, unique: u, attrReply(attributes, timeoutNs: timeout))
         case .readlink:
             var w = ReplyWriter()
             w.append(utf8: try h.readlink(ctx, node: node))
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .symlink:
             let name = try r.cString(), target = try r.cString()
-            send(fd, unique: u, entryReply(try h.symlink(ctx, parent: node, name: name, target: target)))
+            send(channel, unique: u, entryReply(try h.symlink(ctx, parent: node, name: name, target: target)))
         case .mknod:
             let mode = try r.u32(), rdev = try r.u32(), umask = try r.u32()
             try r.skip(4)
-            send(fd, unique: u, entryReply(try h.mknod(ctx, parent: node, name: try r.cString(), mode: mode, rdev: rdev, umask: umask)))
+            send(channel, unique: u, entryReply(try h.mknod(ctx, parent: node, name: try r.cString(), mode: mode, rdev: rdev, umask: umask)))
         case .mkdir:
             let mode = try r.u32(), umask = try r.u32()
             let name = try r.cString()
             do {
-                send(fd, unique: u, entryReply(try h.mkdir(ctx, parent: node, name: name, mode: mode, umask: umask)))
+                send(channel, unique: u, entryReply(try h.mkdir(ctx, parent: node, name: name, mode: mode, umask: umask)))
             } catch let error as FuseError where error.errno == EEXIST && u & Self.resendBit != 0 {
                 // Resent after a takeover: the dead daemon made it (and journaled it).
-                send(fd, unique: u, entryReply(try h.lookup(ctx, parent: node, name: name)))
+                send(channel, unique: u, entryReply(try h.lookup(ctx, parent: node, name: name)))
             }
         case .unlink:
             try h.unlink(ctx, parent: node, name: try r.cString())
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .rmdir:
             try h.rmdir(ctx, parent: node, name: try r.cString())
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .rename, .rename2:
             let newParent = try r.u64()
             var flags: UInt32 = 0
@@ -368,16 +390,16 @@ public final class FuseSession: Sendable {
             }
             let name = try r.cString(), newName = try r.cString()
             try h.rename(ctx, parent: node, name: name, newParent: newParent, newName: newName, flags: flags)
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .link:
             let old = try r.u64()
-            send(fd, unique: u, entryReply(try h.link(ctx, node: old, newParent: node, newName: try r.cString())))
+            send(channel, unique: u, entryReply(try h.link(ctx, node: old, newParent: node, newName: try r.cString())))
         case .open, .opendir:
             let flags = try r.u32()
             let reply = op == .open ? try h.open(ctx, node: node, flags: flags) : try h.opendir(ctx, node: node, flags: flags)
             var w = ReplyWriter(capacity: FuseLayout.openOut)
             reply.encode(into: &w)
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .create:
             let flags = try r.u32(), mode = try r.u32(), umask = try r.u32()
             try r.skip(4)
@@ -394,12 +416,12 @@ public final class FuseSession: Sendable {
             var w = ReplyWriter(capacity: FuseLayout.entryOut + FuseLayout.openOut)
             entry.encode(into: &w)
             open.encode(into: &w)
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .read:
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
             let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<min(size, scratch.count)])
             let n = try h.read(ctx, node: node, handle: fh, offset: offset, into: buffer)
-            send(fd, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+            send(channel, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
         case .write:
             // fuse_write_in: fh, offset, size, write_flags, lock_owner, flags, padding.
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
@@ -408,24 +430,24 @@ public final class FuseSession: Sendable {
             let n = try h.write(ctx, node: node, handle: fh, offset: offset, data: try r.bytes(size), flags: writeFlags)
             var w = ReplyWriter(capacity: 8)
             w.u32(UInt32(n)); w.u32(0)
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .statfs:
             let s = try h.statfs(ctx, node: node)
             var w = ReplyWriter(capacity: FuseLayout.statfsOut)
             w.u64(s.blocks); w.u64(s.blocksFree); w.u64(s.blocksAvailable); w.u64(s.files); w.u64(s.filesFree)
             w.u32(s.blockSize); w.u32(s.nameMax); w.u32(s.blockSize); w.u32(0); w.zeros(24)
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .release, .releasedir:
             let fh = try r.u64(), flags = try r.u32()
             if op == .release { h.release(ctx, node: node, handle: fh, flags: flags) } else { h.releasedir(ctx, node: node, handle: fh) }
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .fsync, .fsyncdir:
             let fh = try r.u64(), flags = try r.u32()
             if op == .fsync { try h.fsync(ctx, node: node, handle: fh, dataOnly: flags & 1 != 0) } else { try h.fsyncdir(ctx, node: node, handle: fh) }
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .flush:
             try h.flush(ctx, node: node, handle: try r.u64())
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .readdir, .readdirplus:
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
             var w = ReplyWriter(capacity: min(size, 64 * 1024))
@@ -453,19 +475,19 @@ public final class FuseSession: Sendable {
                     return true
                 }
             }
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .access:
             try h.access(ctx, node: node, mask: try r.u32())
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .fallocate:
             let fh = try r.u64(), offset = try r.u64(), length = try r.u64(), mode = try r.u32()
             try h.fallocate(ctx, node: node, handle: fh, offset: offset, length: length, mode: mode)
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .lseek:
             let fh = try r.u64(), offset = try r.u64(), whence = try r.u32()
             var w = ReplyWriter(capacity: 8)
             w.u64(try h.lseek(ctx, node: node, handle: fh, offset: offset, whence: whence))
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .getxattr, .listxattr:
             let size = Int(try r.u32())
             try r.skip(4)
@@ -482,16 +504,16 @@ public final class FuseSession: Sendable {
                 guard value.count <= size else { throw FuseError.range }
                 w.append(value)
             }
-            send(fd, unique: u, w)
+            send(channel, unique: u, w)
         case .setxattr:
             let size = Int(try r.u32()), flags = try r.u32()
             if parameters?.has(FuseInitFlag.setxattrExt) == true { try r.skip(8) }
             let name = try r.cString()
             try h.setxattr(ctx, node: node, name: name, value: try r.bytes(size), flags: flags)
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         case .removexattr:
             try h.removexattr(ctx, node: node, name: try r.cString())
-            send(fd, unique: u, Self.empty)
+            send(channel, unique: u, Self.empty)
         default:
             throw FuseError.notSupported
         }

@@ -52,6 +52,10 @@ public struct SessionOptions: Sendable {
     /// keeping them for the successor's FUSE_NOTIFY_RESEND. Workers then all read the
     /// one fd the keeper also holds.
     public var cloneWorkerFDs = true
+    /// Serve over io_uring (FUSE_OVER_IO_URING) when the kernel offers it (the fuse
+    /// module's `enable_uring` parameter): see ``FuseSession`` (FuseRingQueues.swift)
+    /// for why it is faster and why it does not go with an fd keeper.
+    public var ioUring = false
 
     public init() {}
 
@@ -62,6 +66,7 @@ public struct SessionOptions: Sendable {
             | FuseInitFlag.asyncDIO | FuseInitFlag.parallelDirops | FuseInitFlag.maxPages
             | FuseInitFlag.cacheSymlinks | FuseInitFlag.initExt | FuseInitFlag.exportSupport
         if xattrs { wanted |= FuseInitFlag.handleKillprivV2 | FuseInitFlag.setxattrExt }
+        if ioUring { wanted |= FuseInitFlag.overIOUring }
         let passthroughGranted = passthrough && kernelFlags & FuseInitFlag.passthrough != 0
         if passthroughGranted {
             wanted |= FuseInitFlag.passthrough

@@ -58,8 +58,17 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: .hidden)
     var statsFile: String?
 
+    @Flag(help: "Serve FUSE over io_uring (kernel 6.14+ with the fuse module's enable_uring=Y): requests are served on the CPU that made them. Not with --keeper-socket: a daemon's death would strand the requests it held.")
+    var ioUring = false
+
     @Option(help: "The node plugin's fd keeper for this volume: the daemon hands it the /dev/fuse fd after mounting, and a restarted daemon takes the live session over from it instead of mounting again.")
     var keeperSocket: String?
+
+    func validate() throws {
+        if ioUring && keeperSocket != nil {
+            throw ValidationError("--io-uring cannot be used with --keeper-socket: after a crash the kernel resends only requests read from /dev/fuse, so requests held in the dead daemon's rings would never be answered")
+        }
+    }
 
     func run() async throws {
         let store = try options.open()
@@ -120,6 +129,7 @@ struct MountCommand: AsyncParsableCommand {
         sessionOptions.maxWorkers = max(1, maxWorkers)
         sessionOptions.passthrough = usePassthrough
         sessionOptions.cloneWorkerFDs = keeperSocket == nil
+        sessionOptions.ioUring = ioUring
         let session = FuseSession(fd: deviceFD, handler: fs, options: sessionOptions, restoring: takeover?.parameters)
         fs.attach(backingFiles: session.backing)
         if let takeover { fs.initialized(takeover.parameters) }

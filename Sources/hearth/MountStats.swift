@@ -31,6 +31,9 @@ struct MountStats: Codable {
     var opSeconds: [String: Double]?
     var passthroughNegotiated: Bool
     var passthroughEnabled: Bool
+    var ioUringNegotiated: Bool
+    /// Requests the daemon was sent over io_uring rather than read from /dev/fuse.
+    var ioUringRequests: UInt64
     var backing: BackingFiles.Counters
     var opens: PassthroughStats
 
@@ -38,7 +41,9 @@ struct MountStats: Codable {
         let snapshot = session.metrics.snapshot()
         let stats = MountStats(ops: snapshot.mapValues(\.count), opSeconds: snapshot.mapValues(\.totalSeconds),
                                passthroughNegotiated: session.parameters?.has(FuseInitFlag.passthrough) ?? false,
-                               passthroughEnabled: fs.passthroughEnabled, backing: session.backing.snapshot,
+                               passthroughEnabled: fs.passthroughEnabled,
+                               ioUringNegotiated: session.parameters?.has(FuseInitFlag.overIOUring) ?? false,
+                               ioUringRequests: session.requestsOverRing, backing: session.backing.snapshot,
                                opens: fs.passthroughCounters)
         guard let data = try? JSONEncoder().encode(stats) else { return }
         // Whole or not at all: readers poll for the file.
