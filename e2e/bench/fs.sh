@@ -17,19 +17,25 @@ FILES=${FS_BENCH_FILES:-10000}
 # daemon with --passthrough off (kernel writeback cache, every read and write through
 # the daemon) gives the "hearth-nopt" column. FS_BENCH_NOPT=0 leaves it out.
 NOPT=${FS_BENCH_NOPT:-1}
+# A third daemon serves FUSE over io_uring (--io-uring, passthrough as the first):
+# the "hearth-uring" column. It needs the fuse module's enable_uring parameter,
+# which this script turns on for the run and puts back at exit. FS_BENCH_URING=0
+# leaves it out; it is left out by itself on a kernel without CONFIG_FUSE_IO_URING.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING=${FS_BENCH_URING:-1}
+[ -w "$URING_PARAM" ] || URING=0
 
 cleanup() {
-  [ -n "${HPID:-}" ] && kill "$HPID" 2>/dev/null && wait "$HPID" 2>/dev/null || true
-  [ -n "${WPID:-}" ] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null || true
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   fusermount3 -u "$WORK/bindfs" 2>/dev/null || umount -l "$WORK/bindfs" 2>/dev/null || true
-  umount -l "$WORK/hearth" 2>/dev/null || true
-  umount -l "$WORK/nopt" 2>/dev/null || true
+  for d in hearth nopt uring; do umount -l "$WORK/$d" 2>/dev/null || true; done
 }
 # At exit the data goes too (the stores keep every version: ~24 GB after a full run,
 # and a full disk takes the machine's other work down with it); the daemons' logs
 # stay. FS_BENCH_KEEP=1 keeps everything.
 finish() {
   cleanup
+  [ -n "${URING_BEFORE:-}" ] && echo "$URING_BEFORE" > "$URING_PARAM"
   [ "${FS_BENCH_KEEP:-0}" = 1 ] || find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} + 2>/dev/null || true
 }
 trap finish EXIT
@@ -42,33 +48,41 @@ mkdir -p "$WORK"
 # (or the previous run's) deletions would slow the next target's creates. Harmless
 # elsewhere.
 chattr +T "$WORK" 2>/dev/null || true
-mkdir -p "$WORK"/{native,bindfs,hearth,store,cache,nopt,store-nopt,cache-nopt}
+mkdir -p "$WORK"/{native,bindfs}
 
-# The volume is created with hearth-bench (next to the hearth binary): the CLI's
+# The volumes are created with hearth-bench (next to the hearth binary): the CLI's
 # volume verbs belong to another area and the store layout is all we need.
 BENCH=${HEARTH_BENCH:-$(dirname "$HEARTH")/hearth-bench}
-VOL=$("$BENCH" fs --create-volume bench --store-dir "$WORK/store" --capacity $((100 << 30)))
-"$HEARTH" mount --store "file://$WORK/store" --cache-dir "$WORK/cache" --cache-size 20GiB \
-  --commit-interval 5s ${HEARTH_MOUNT_ARGS:-} "$VOL" "$WORK/hearth" >"$WORK/hearth.log" 2>&1 &
-HPID=$!
-for _ in $(seq 100); do mountpoint -q "$WORK/hearth" && break; sleep 0.1; done
-if [ "$NOPT" = 1 ]; then
-  VOL2=$("$BENCH" fs --create-volume bench --store-dir "$WORK/store-nopt" --capacity $((100 << 30)))
-  "$HEARTH" mount --store "file://$WORK/store-nopt" --cache-dir "$WORK/cache-nopt" --cache-size 20GiB \
-    --commit-interval 5s --passthrough off ${HEARTH_MOUNT_ARGS:-} "$VOL2" "$WORK/nopt" >"$WORK/nopt.log" 2>&1 &
-  WPID=$!
-  for _ in $(seq 100); do mountpoint -q "$WORK/nopt" && break; sleep 0.1; done
-  mkdir -p "$WORK/nopt/fio"
+# start_daemon NAME [hearth mount flags]: a fresh volume with its own store and
+# cache, mounted at $WORK/NAME; log in $WORK/NAME.log.
+PIDS=()
+start_daemon() {
+  local name=$1; shift
+  mkdir -p "$WORK/$name" "$WORK/store-$name" "$WORK/cache-$name"
+  local vol
+  vol=$("$BENCH" fs --create-volume bench --store-dir "$WORK/store-$name" --capacity $((100 << 30)))
+  "$HEARTH" mount --store "file://$WORK/store-$name" --cache-dir "$WORK/cache-$name" --cache-size 20GiB \
+    --commit-interval 5s "$@" ${HEARTH_MOUNT_ARGS:-} "$vol" "$WORK/$name" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do mountpoint -q "$WORK/$name" && break; sleep 0.1; done
+  mkdir -p "$WORK/$name/fio"
+}
+start_daemon hearth
+[ "$NOPT" = 1 ] && start_daemon nopt --passthrough off
+if [ "$URING" = 1 ]; then
+  URING_BEFORE=$(cat "$URING_PARAM")
+  echo Y > "$URING_PARAM"
+  start_daemon uring --io-uring
 fi
 bindfs --no-allow-other "$WORK/native" "$WORK/bindfs" 2>/dev/null || bindfs "$WORK/native" "$WORK/bindfs"
-mkdir -p "$WORK/native/fio" "$WORK/hearth/fio"
+mkdir -p "$WORK/native/fio"
 
 # Before each run: what the previous run wrote is made durable everywhere, as
 # native's `sync` waits for its writeback: fsync of a Hearth directory (fsyncdir)
 # waits for a commit of everything dirty, so the next row does not share the 2
 # cores with hashing and storing the previous row's gigabytes.
 drop() {
-  for d in "$WORK/hearth/fio" "$WORK/nopt/fio"; do
+  for d in "$WORK/hearth/fio" "$WORK/nopt/fio" "$WORK/uring/fio"; do
     [ -d "$d" ] && python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$d"
   done
   sync; echo 3 > /proc/sys/vm/drop_caches
@@ -114,9 +128,9 @@ fio_run() { # dir rw bs jobs
 }
 
 # FS_BENCH_MODE=meta: only the metadata rows (no fio), for iterating on them.
-TARGETS="native hearth"; [ "$NOPT" = 1 ] && TARGETS="$TARGETS nopt"
+TARGETS="native hearth"; [ "$NOPT" = 1 ] && TARGETS="$TARGETS nopt"; [ "$URING" = 1 ] && TARGETS="$TARGETS uring"
 declare -a ROWS
-row() { ROWS+=("$1|$2|$3|$4|${5:--}"); }
+row() { ROWS+=("$1|$2|$3|$4|${5:--}|${6:--}"); }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
 
 # Lay the fio files out once per target (so reads hit cached, committed data).
@@ -139,7 +153,8 @@ for spec in "${SPECS[@]}"; do
     b=$(fio_run "$WORK/bindfs/fio" "$1" "$2" $jobs)
     h=$(fio_run "$WORK/hearth/fio" "$1" "$2" $jobs)
     w=-; [ "$NOPT" = 1 ] && w=$(fio_run "$WORK/nopt/fio" "$1" "$2" $jobs)
-    row "fio $1 $2 x$jobs (MiB/s)" "$n" "$b" "$h" "$w"
+    u=-; [ "$URING" = 1 ] && u=$(fio_run "$WORK/uring/fio" "$1" "$2" $jobs)
+    row "fio $1 $2 x$jobs (MiB/s)" "$n" "$b" "$h" "$w" "$u"
   done
 done
 }
@@ -171,8 +186,9 @@ read -r nm nf <<<"$(meta "$WORK/native")"
 read -r bm bf <<<"$(meta "$WORK/bindfs")"
 read -r hm hf <<<"$(meta "$WORK/hearth")"
 wm=-; wf=-; [ "$NOPT" = 1 ] && read -r wm wf <<<"$(meta "$WORK/nopt")"
-row "create+stat+unlink $FILES (s)" "$nm" "$bm" "$hm" "$wm"
-row "find $FILES (s)" "$nf" "$bf" "$hf" "$wf"
+um=-; uf=-; [ "$URING" = 1 ] && read -r um uf <<<"$(meta "$WORK/uring")"
+row "create+stat+unlink $FILES (s)" "$nm" "$bm" "$hm" "$wm" "$um"
+row "find $FILES (s)" "$nf" "$bf" "$hf" "$wf" "$uf"
 
 # The cost of one FUSE round trip on this machine: ioctl(TCGETS) on an open file,
 # which every FUSE daemon answers at once (ENOTTY) and no cache absorbs. Python's
@@ -193,17 +209,18 @@ PY
   rm -f "$1/rt"
 }
 w=-; [ "$NOPT" = 1 ] && w=$(roundtrip "$WORK/nopt")
-row "ioctl round trip (us)" "$(roundtrip "$WORK/native")" "$(roundtrip "$WORK/bindfs")" "$(roundtrip "$WORK/hearth")" "$w"
+u=-; [ "$URING" = 1 ] && u=$(roundtrip "$WORK/uring")
+row "ioctl round trip (us)" "$(roundtrip "$WORK/native")" "$(roundtrip "$WORK/bindfs")" "$(roundtrip "$WORK/hearth")" "$w" "$u"
 
-# hearth = passthrough (auto); hearth-nopt = --passthrough off (writeback cache).
-printf '%-34s %10s %10s %10s %12s %12s %12s\n' "benchmark" "native" "bindfs" "hearth" "hearth/nat" "hearth/bfs" "hearth-nopt"
+# hearth = passthrough (auto); hearth-nopt = --passthrough off (writeback cache);
+# hearth-uring = passthrough (auto) and --io-uring.
+F='%-30s %9s %9s %9s %10s %10s %11s %12s %11s\n'
+printf "$F" "benchmark" "native" "bindfs" "hearth" "hearth/nat" "hearth/bfs" "hearth-nopt" "hearth-uring" "uring/nat"
 for r in "${ROWS[@]}"; do
-  IFS='|' read -r name n b h w <<<"$r"
-  if [[ $name == *"(s)"* || $name == *"(us)"* ]]; then
-    printf '%-34s %10s %10s %10s %12s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")x" "$(ratio "$h" "$b")x" "$w"
-  else
-    printf '%-34s %10s %10s %10s %12s %12s %12s\n' "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")" "$(ratio "$h" "$b")" "$w"
-  fi
+  IFS='|' read -r name n b h w u <<<"$r"
+  x=; [[ $name == *"(s)"* || $name == *"(us)"* ]] && x=x
+  un=-; [ "$u" != - ] && un="$(ratio "$u" "$n")$x"
+  printf "$F" "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")$x" "$(ratio "$h" "$b")$x" "$w" "$u" "$un"
 done
 echo "(throughput rows: ratio > 1 is faster; time rows: ratio < 1 is faster)"
 if grep -q "passthrough disabled" "$WORK/hearth.log"; then echo "warning: the hearth daemon disabled passthrough"; fi
