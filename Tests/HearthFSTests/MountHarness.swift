@@ -164,6 +164,8 @@ struct DaemonStats: Decodable {
     var ops: [String: UInt64]
     var passthroughNegotiated: Bool
     var passthroughEnabled: Bool
+    var ioUringNegotiated: Bool
+    var ioUringRequests: UInt64
     var backing: Backing
     var opens: Opens
 
