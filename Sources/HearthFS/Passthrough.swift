@@ -103,7 +103,12 @@ extension VolumeFileSystem {
         if var state = node.passthrough {
             state.opens += 1
             node.passthrough = state
-            if writing && !state.writable {
+            // The id is the clean copy's (readers opened it), but a writer since has a
+            // working copy with newer bytes: a new open, a reader's too, must see them,
+            // so it goes through the daemon (which reads the working copy) under the
+            // same id (FOPEN_DIRECT_IO overrides FOPEN_PASSTHROUGH). The readers' own
+            // RELEASEs may simply not have arrived yet: the kernel sends them async.
+            if !state.writable && (writing || node.work != nil) {
                 passthroughStats.directOpens += 1
                 return (.passthroughDirect, FuseOpenFlag.passthrough | FuseOpenFlag.directIO, state.id)
             }
