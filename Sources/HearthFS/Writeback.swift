@@ -58,10 +58,16 @@ final class Writeback: @unchecked Sendable {
     }
 
     /// Asks for a commit soon (close of a dirty file) without waiting.
+    ///
+    /// Wakes the committer only when no commit is pending yet: once one is, the
+    /// committer is coalescing (it wakes at the end of the window) or committing (it
+    /// looks again afterwards). A burst of closes would otherwise wake it once per
+    /// file, a context switch each on the cores the closing application needs.
     func requestCommit() {
         condition.lock()
+        let pending = requested != completed
         requested += 1
-        condition.broadcast()
+        if !pending { condition.broadcast() }
         condition.unlock()
     }
 
@@ -279,33 +285,29 @@ extension VolumeFileSystem {
                 hashes += Array(repeating: ContentHash.zero, count: count - hashes.count)
                 if let work = upload.work {
                     let dirty = upload.chunks.filter { $0 < count }
-                    try await withThrowingTaskGroup(of: (Int, ContentHash, Int).self) { group in
-                        var next = 0
-                        func launch() {
-                            let index = dirty[next]
-                            next += 1
-                            let previous = index < hashes.count ? hashes[index] : nil
-                            group.addTask {
-                                let data = try work.readChunk(index, size: size)
-                                // Passthrough writers mark every chunk dirty (the daemon
-                                // cannot see which changed): unchanged ones cost a hash,
-                                // never an upload.
-                                if let previous, !previous.isZero {
-                                    let hash = ContentHash.of(data)
-                                    if hash == previous { return (index, previous, 0) }
-                                    if Self.isAllZero(data) { return (index, .zero, 0) }
-                                    try await content.put(.chunk, data, hash: hash)
-                                    return (index, hash, data.count)
-                                }
-                                let hash = try await content.putChunk(data)
-                                return (index, hash, hash.isZero ? 0 : data.count)
+                    // One chunk to read, hash and store: nothing to overlap it with.
+                    // Done here rather than in a child task, which would hop to
+                    // another thread and back for every file of a burst of small ones.
+                    if dirty.count == 1 {
+                        let (index, hash, bytes) = try await Self.upload(chunk: dirty[0], of: work, size: size,
+                                                                         previous: hashes[dirty[0]], to: content)
+                        hashes[index] = hash
+                        stats.add(uploaded: Int64(bytes))
+                    } else {
+                        try await withThrowingTaskGroup(of: (Int, ContentHash, Int).self) { group in
+                            var next = 0
+                            func launch() {
+                                let index = dirty[next]
+                                next += 1
+                                let previous = hashes[index]
+                                group.addTask { try await Self.upload(chunk: index, of: work, size: size, previous: previous, to: content) }
                             }
-                        }
-                        while next < dirty.count && next < parallelism { launch() }
-                        while let (index, hash, bytes) = try await group.next() {
-                            hashes[index] = hash
-                            stats.add(uploaded: Int64(bytes))
-                            if next < dirty.count { launch() }
+                            while next < dirty.count && next < parallelism { launch() }
+                            while let (index, hash, bytes) = try await group.next() {
+                                hashes[index] = hash
+                                stats.add(uploaded: Int64(bytes))
+                                if next < dirty.count { launch() }
+                            }
                         }
                     }
                 }
@@ -314,6 +316,23 @@ extension VolumeFileSystem {
             }
             return results
         }
+    }
+
+    /// Reads, hashes and stores one chunk of a working copy: (index, hash, bytes
+    /// uploaded). Passthrough writers mark every chunk dirty (the daemon cannot see
+    /// which changed): unchanged ones cost a hash, never an upload.
+    private static func upload(chunk index: Int, of work: CacheFile, size: Int64, previous: ContentHash,
+                               to content: ContentStore) async throws -> (Int, ContentHash, Int) {
+        let data = try work.readChunk(index, size: size)
+        if !previous.isZero {
+            let hash = ContentHash.of(data)
+            if hash == previous { return (index, previous, 0) }
+            if isAllZero(data) { return (index, .zero, 0) }
+            try await content.put(.chunk, data, hash: hash)
+            return (index, hash, data.count)
+        }
+        let hash = try await content.putChunk(data)
+        return (index, hash, hash.isZero ? 0 : data.count)
     }
 
     /// All-zero chunks are holes in manifests (as ``ContentStore/putChunk(_:)`` does).
