@@ -184,7 +184,7 @@ extension VolumeFileSystem {
                 work = nil
             }
             nodes[node.ino] = node
-            dir.children?[name] = node.ino
+            dir.children?[name] = node.asChild
             dir.mtimeNs = node.ctimeNs
             dir.ctimeNs = node.ctimeNs
             markTreeDirty(dir.ino)

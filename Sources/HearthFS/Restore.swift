@@ -57,12 +57,12 @@ extension VolumeFileSystem {
                       resolve(parent) != nil else { continue }
                 _ = resolve(ino)
                 try? withDirectory(parent) { dir in
-                    let previous = dir.children?[name]
+                    let previous = dir.children?[name]?.ino
                     guard previous != ino, let node = nodes[ino] else { return }
                     if let previous, let old = nodes[previous], let i = old.parents.firstIndex(of: parent) {
                         old.parents.remove(at: i)
                     }
-                    dir.children?[name] = ino
+                    dir.children?[name] = node.asChild
                     if !node.parents.contains(parent) { node.parents.append(parent) }
                     markTreeDirty(parent)
                 }
@@ -71,7 +71,7 @@ extension VolumeFileSystem {
             case .unlink:
                 guard let parent = record.parent, let name = record.name, resolve(parent) != nil else { continue }
                 try? withDirectory(parent) { dir in
-                    guard let ino = dir.children?[name] else { return }
+                    guard let ino = dir.children?[name]?.ino else { return }
                     dir.children?[name] = nil
                     if let node = nodes[ino], let i = node.parents.firstIndex(of: parent) { node.parents.remove(at: i) }
                     markTreeDirty(parent)

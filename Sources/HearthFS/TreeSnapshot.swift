@@ -30,7 +30,8 @@ extension VolumeFileSystem {
             var entries: [TreeEntry] = []
             var pending: [(index: Int, ino: UInt64)] = []
             entries.reserveCapacity(children.count)
-            for (name, child) in children {
+            for (name, entry) in children {
+                let child = entry.ino
                 guard let node = nodes[child] else { continue }
                 if node.kind == .directory && serialising.contains(child) {
                     pending.append((entries.count, child))

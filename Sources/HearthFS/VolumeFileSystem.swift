@@ -280,16 +280,20 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     }
 
     private func install(_ tree: Tree, into dir: Inode) {
-        var children: [String: UInt64] = [:]
+        var children: [String: ChildEntry] = [:]
         children.reserveCapacity(tree.entries.count)
         for entry in tree.entries {
-            let ino = entry.inode > 1 ? entry.inode : Self.derivedIno(parent: dir.ino, name: entry.name)
+            // Node ids stay below 2^63 (ChildEntry); a tree from elsewhere may not.
+            let ino = entry.inode > 1 && entry.inode < 1 << 63 ? entry.inode : Self.derivedIno(parent: dir.ino, name: entry.name)
+            let node: Inode
             if let existing = nodes[ino] {
                 if !existing.parents.contains(dir.ino) { existing.parents.append(dir.ino) }
+                node = existing
             } else {
-                nodes[ino] = Inode(ino: ino, entry: entry, parent: dir.ino)
+                node = Inode(ino: ino, entry: entry, parent: dir.ino)
+                nodes[ino] = node
             }
-            children[entry.name] = ino
+            children[entry.name] = node.asChild
         }
         dir.children = children
     }
@@ -303,7 +307,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     public func lookup(_ ctx: RequestContext, parent: UInt64, name: String) throws -> EntryReply {
         guard name.utf8.count <= 255 else { throw FuseError.nameTooLong }
         return try withDirectory(parent) { dir in
-            guard let ino = dir.children?[name], let node = nodes[ino] else {
+            guard let ino = dir.children?[name]?.ino, let node = nodes[ino] else {
                 // A negative entry: the kernel caches "absent" for the entry timeout.
                 // Safe because this daemon is the volume's only writer.
                 return EntryReply(attributes: FileAttributes(ino: 0, size: 0, blocks: 0, atimeNs: 0, mtimeNs: 0, ctimeNs: 0,
@@ -366,7 +370,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
             guard dir.children?[name] == nil else { throw FuseError.exists }
             let node = try make(dir)
             nodes[node.ino] = node
-            dir.children?[name] = node.ino
+            dir.children?[name] = node.asChild
             dir.mtimeNs = node.ctimeNs
             dir.ctimeNs = node.ctimeNs
             markTreeDirty(dir.ino)
@@ -419,7 +423,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     public func unlink(_ ctx: RequestContext, parent: UInt64, name: String) throws {
         try checkWritable()
         try withDirectory(parent) { dir in
-            guard let ino = dir.children?[name], let node = nodes[ino] else { throw FuseError.notFound }
+            guard let ino = dir.children?[name]?.ino, let node = nodes[ino] else { throw FuseError.notFound }
             guard node.kind != .directory else { throw FuseError.isDirectory }
             removeLink(dir, name: name, node: node)
         }
@@ -428,7 +432,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     /// Loads `name` in `parent` if it is a directory, so emptiness can be checked.
     private func loadChildDirectory(parent: UInt64, name: String) throws {
         let child: UInt64? = try withDirectory(parent) { dir in
-            guard let ino = dir.children?[name], let node = nodes[ino], node.kind == .directory else { return nil }
+            guard let ino = dir.children?[name]?.ino, let node = nodes[ino], node.kind == .directory else { return nil }
             return ino
         }
         if let child { try withDirectory(child) { _ in } }
@@ -438,7 +442,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         try checkWritable()
         try loadChildDirectory(parent: parent, name: name)
         try withDirectory(parent) { dir in
-            guard let ino = dir.children?[name], let node = nodes[ino] else { throw FuseError.notFound }
+            guard let ino = dir.children?[name]?.ino, let node = nodes[ino] else { throw FuseError.notFound }
             guard node.kind == .directory else { throw FuseError.notDirectory }
             guard let children = node.children else { throw FuseError(errno: EAGAIN) }
             guard children.isEmpty else { throw FuseError.notEmpty }
@@ -458,14 +462,14 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
             let done: Bool = try lock.withLock {
                 let src = try node(parent), dst = try node(newParent)
                 guard var srcChildren = src.children, dst.children != nil else { return false }
-                guard let ino = srcChildren[name], let moving = nodes[ino] else { throw FuseError.notFound }
-                let existing = dst.children?[newName].flatMap { nodes[$0] }
+                guard let ino = srcChildren[name]?.ino, let moving = nodes[ino] else { throw FuseError.notFound }
+                let existing = dst.children?[newName].flatMap { nodes[$0.ino] }
                 let now = nowNs()
                 if flags & exchange != 0 {
                     guard let other = existing else { throw FuseError.notFound }
-                    srcChildren[name] = other.ino
+                    srcChildren[name] = other.asChild
                     src.children = srcChildren
-                    dst.children?[newName] = moving.ino
+                    dst.children?[newName] = moving.asChild
                     if let i = moving.parents.firstIndex(of: src.ino) { moving.parents[i] = dst.ino }
                     if let i = other.parents.firstIndex(of: dst.ino) { other.parents[i] = src.ino }
                     for n in [moving, other] { n.ctimeNs = now }
@@ -484,7 +488,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
                         removeLink(dst, name: newName, node: existing)
                     }
                     src.children?[name] = nil
-                    dst.children?[newName] = moving.ino
+                    dst.children?[newName] = moving.asChild
                     if let i = moving.parents.firstIndex(of: src.ino) { moving.parents[i] = dst.ino }
                     moving.ctimeNs = now
                     journal(.unlink(src.ino, name))
@@ -513,7 +517,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
             node.nlink += 1
             node.parents.append(dir.ino)
             node.ctimeNs = nowNs()
-            dir.children?[newName] = ino
+            dir.children?[newName] = node.asChild
             dir.mtimeNs = node.ctimeNs
             markTreeDirty(dir.ino)
             markParentsDirty(node)
@@ -542,8 +546,9 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
                        DirectoryEntry(name: "..", ino: dir.parents.first ?? 1, type: dir.direntType, nextOffset: 2)]
         entries.reserveCapacity(2 + (dir.children?.count ?? 0))
         for (name, child) in dir.children ?? [:] {
-            guard let node = nodes[child] else { continue }
-            entries.append(DirectoryEntry(name: name, ino: child, type: node.direntType, nextOffset: UInt64(entries.count + 1)))
+            // Files say their type themselves; other entries are asked.
+            guard let type = child.knownType ?? nodes[child.ino]?.direntType else { continue }
+            entries.append(DirectoryEntry(name: name, ino: child.ino, type: type, nextOffset: UInt64(entries.count + 1)))
         }
         return entries
     }

@@ -353,13 +353,14 @@ extension VolumeFileSystem {
             guard nodes.count > config.maxCachedInodes else { return }
             for dir in Array(nodes.values) where dir.kind == .directory && dir.ino != 1 {
                 guard let children = dir.children, dir.opens == 0, !dir.treeDirty, dir.child != nil else { continue }
-                let removable = children.values.allSatisfy { ino in
+                let removable = children.values.allSatisfy { child in
+                    let ino = child.ino
                     guard let c = nodes[ino] else { return true }
                     return c.lookups == 0 && c.opens == 0 && c.children == nil && c.work == nil && c.clean == nil
                         && !dirtyFiles.contains(ino) && (c.kind == .directory || c.nlink <= 1) && c.child != nil
                 }
                 guard removable else { continue }
-                for ino in children.values { nodes[ino] = nil }
+                for child in children.values { nodes[child.ino] = nil }
                 dir.children = nil
                 if nodes.count <= config.maxCachedInodes / 10 * 9 { return }
             }

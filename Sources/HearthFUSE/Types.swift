@@ -172,6 +172,27 @@ public struct DirectoryEntry: Sendable {
         self.type = type
         self.nextOffset = nextOffset
     }
+
+    /// Stores this entry as a `fuse_dirent` (ino, off, namelen, type, name, zero
+    /// padding to 8 bytes) at `offset` of `buffer`. Returns the offset after it, or
+    /// nil when it would end past `limit`.
+    func storeDirent(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, limit: Int) -> Int? {
+        var name = name
+        return name.withUTF8 { utf8 -> Int? in
+            let length = (FuseLayout.direntHeader + utf8.count + 7) & ~7
+            guard offset + length <= min(limit, buffer.count), let base = buffer.baseAddress else { return nil }
+            let p = base + offset
+            p.storeBytes(of: ino.littleEndian, toByteOffset: 0, as: UInt64.self)
+            p.storeBytes(of: nextOffset.littleEndian, toByteOffset: 8, as: UInt64.self)
+            p.storeBytes(of: UInt32(utf8.count).littleEndian, toByteOffset: 16, as: UInt32.self)
+            p.storeBytes(of: type.littleEndian, toByteOffset: 20, as: UInt32.self)
+            let tail = p + FuseLayout.direntHeader
+            if let name = utf8.baseAddress { tail.copyMemory(from: name, byteCount: utf8.count) }
+            (tail + utf8.count).initializeMemory(as: UInt8.self, repeating: 0,
+                                                 count: length - FuseLayout.direntHeader - utf8.count)
+            return offset + length
+        }
+    }
 }
 
 /// Who is asking: the calling process's credentials, for ownership of new nodes.

@@ -155,4 +155,40 @@ struct PosixSemanticsTests {
         #expect(result.output.contains("No space left"))
         try v.stop()
     }
+
+    /// readdir's d_type (what find and ls go by) for every kind of entry: made in this
+    /// session, moved by rename and RENAME_EXCHANGE, and listed afresh from the store.
+    @Test func readdirReportsEachEntrysType() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        try FileManager.default.createDirectory(atPath: v.path("d/sub"), withIntermediateDirectories: true)
+        try writeFile(v.path("d/file"), Array("x".utf8))
+        #expect(symlink("file", v.path("d/link")) == 0)
+        #expect(mkfifo(v.path("d/fifo"), 0o644) == 0)
+        #expect(link(v.path("d/file"), v.path("d/hard")) == 0)
+        try writeFile(v.path("d/swapped-to-dir"), Array("y".utf8))
+        try FileManager.default.createDirectory(atPath: v.path("d/swapped-to-file"), withIntermediateDirectories: false)
+        #expect(hearth_renameat2(AT_FDCWD, v.path("d/swapped-to-dir"), AT_FDCWD, v.path("d/swapped-to-file"), 2) == 0)
+        #expect(rename(v.path("d/sub"), v.path("d/moved")) == 0)
+        let expected: [String: Int32] = [
+            "file": Int32(DT_REG), "hard": Int32(DT_REG), "link": Int32(DT_LNK), "fifo": Int32(DT_FIFO),
+            "moved": Int32(DT_DIR), "swapped-to-dir": Int32(DT_DIR), "swapped-to-file": Int32(DT_REG),
+        ]
+        func types() -> [String: Int32] {
+            var out: [String: Int32] = [:]
+            guard let dir = opendir(v.path("d")) else { return out }
+            defer { closedir(dir) }
+            while let e = readdir(dir) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                if name != "." && name != ".." { out[name] = Int32(e.pointee.d_type) }
+            }
+            return out
+        }
+        #expect(types() == expected)
+        try v.stop()
+        try v.start()
+        #expect(types() == expected, "listed from the committed tree")
+        try v.stop()
+    }
 }
