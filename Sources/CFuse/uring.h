@@ -48,9 +48,10 @@ static inline int hearth_ring_init(hearth_ring *r) {
     r->fd = -1;
     struct io_uring_params p;
     memset(&p, 0, sizeof(p));
-    // COOP_TASKRUN: the kernel's "send this request" task work runs when this
-    // thread enters the ring to wait, not by interrupting it.
-    p.flags = IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
+    // COOP_TASKRUN: the kernel's "send this request" task work runs when the
+    // submitting thread enters the ring to wait, not by interrupting it. No
+    // SINGLE_ISSUER: a ring is made on the thread answering INIT and used by another.
+    p.flags = IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN;
     int fd = (int)syscall(__NR_io_uring_setup, 4, &p);
     if (fd < 0) return -errno;
     r->fd = fd;

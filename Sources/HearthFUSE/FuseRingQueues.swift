@@ -32,6 +32,35 @@ struct RingEntry {
     }
 }
 
+/// One io_uring of a serving thread.
+///
+/// @unchecked Sendable: made on the thread that answers INIT and handed to exactly one
+/// serving thread, which alone uses it from then on (never two threads at once).
+final class OwnedRing: @unchecked Sendable {
+    var ring = hearth_ring()
+
+    /// Nil, with the errno logged, when this process cannot have a ring.
+    init?() {
+        let status = hearth_ring_init(&ring)
+        guard status == 0 else {
+            FileHandle.standardError.write(Data("hearth: io_uring_setup failed: \(String(cString: strerror(-status)))\n".utf8))
+            return nil
+        }
+    }
+
+    deinit { hearth_ring_exit(&ring) }
+
+    /// A ring for each queue, or nil if any cannot be made.
+    static func forEveryQueue() -> [OwnedRing]? {
+        var rings: [OwnedRing] = []
+        for _ in 0..<FuseSession.possibleCPUs() {
+            guard let ring = OwnedRing() else { return nil }
+            rings.append(ring)
+        }
+        return rings
+    }
+}
+
 /// FUSE over io_uring (``SessionOptions/ioUring``). The kernel queues each request on
 /// the ring queue of the CPU its caller runs on, so a queue's thread, pinned to that
 /// CPU, is woken where the caller sleeps: no wake-up crosses CPUs, which on this
@@ -65,23 +94,25 @@ extension FuseSession {
         return (highest ?? 0) + 1
     }
 
-    func startRingQueues(_ parameters: SessionParameters) {
-        let queues = Self.possibleCPUs()
+    /// Starts a thread per queue on `rings` (made before INIT was answered), or on
+    /// rings each thread makes (a restored session).
+    func startRingQueues(_ parameters: SessionParameters, rings: [OwnedRing]? = nil) {
+        let queues = rings?.count ?? Self.possibleCPUs()
         pool.withLock {
             $0.ringThreads = Array(repeating: 0, count: queues)
             $0.ringIdle = Array(repeating: 0, count: queues)
         }
-        for queue in 0..<queues { spawnRingThread(queue: queue, parameters) }
+        for queue in 0..<queues { spawnRingThread(queue: queue, parameters, ring: rings?[queue]) }
     }
 
-    private func spawnRingThread(queue: Int, _ parameters: SessionParameters) {
+    private func spawnRingThread(queue: Int, _ parameters: SessionParameters, ring: OwnedRing? = nil) {
         pool.withLock {
             $0.workers += 1
             $0.ringThreads[queue] += 1
             $0.ringIdle[queue] += 1
         }
         let thread = Thread { [self] in
-            serveRing(queue: queue, parameters)
+            if let owned = ring ?? OwnedRing() { serveRing(queue: queue, parameters, on: owned) }
             workerExited {
                 $0.ringThreads[queue] -= 1
                 $0.ringIdle[queue] -= 1
@@ -91,15 +122,8 @@ extension FuseSession {
         thread.start()
     }
 
-    private func serveRing(queue: Int, _ parameters: SessionParameters) {
+    private func serveRing(queue: Int, _ parameters: SessionParameters, on owned: OwnedRing) {
         _ = hearth_pin_to_cpu(Int32(queue))
-        var ring = hearth_ring()
-        let status = hearth_ring_init(&ring)
-        guard status == 0 else {
-            FileHandle.standardError.write(Data("hearth: io_uring queue \(queue): io_uring_setup failed: \(String(cString: strerror(-status)))\n".utf8))
-            return
-        }
-        defer { hearth_ring_exit(&ring) }
         let payloadSize = max(UringLayout.minimumPayload, Int(parameters.maxWrite), Int(parameters.maxPages) * 4096)
         // Owned by this thread for its whole life; freed on exit.
         let header = UnsafeMutableRawPointer.allocate(byteCount: UringLayout.headerSize, alignment: 64)
@@ -120,7 +144,7 @@ extension FuseSession {
         var commitID: UInt64 = 0
         let threadLimit = ringThreadsPerQueue
         while true {
-            let result = hearth_ring_fuse_cmd(&ring, fd, command, UInt16(queue), commitID, iov)
+            let result = hearth_ring_fuse_cmd(&owned.ring, fd, command, UInt16(queue), commitID, iov)
             guard result == 0 else {
                 // ENOTCONN / ECONNABORTED: unmounted or aborted; the entry is gone.
                 if result != -ENOTCONN && result != -ECONNABORTED && result != -ECANCELED {

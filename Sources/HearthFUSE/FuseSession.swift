@@ -292,14 +292,23 @@ public final class FuseSession: Sendable {
                 return
             }
             guard minor >= 31 else { throw FuseError.protocolError }
-            let parameters = options.negotiate(kernelMinor: minor, kernelFlags: flags, kernelMaxReadahead: readahead)
+            var parameters = options.negotiate(kernelMinor: minor, kernelFlags: flags, kernelMaxReadahead: readahead)
+            // Once io_uring is granted, the kernel holds every request until each
+            // queue has a ring entry (fs/fuse/dev.c fuse_block_alloc): the rings are
+            // made now, and io_uring is not asked for if they cannot be (a seccomp
+            // profile that forbids io_uring, say), rather than hang the mount.
+            var rings: [OwnedRing]?
+            if parameters.has(FuseInitFlag.overIOUring) {
+                rings = OwnedRing.forEveryQueue()
+                if rings == nil { parameters.flags &= ~FuseInitFlag.overIOUring }
+            }
             h.initialized(parameters)
             pool.withLock { $0.parameters = parameters }
             var w = ReplyWriter(capacity: FuseLayout.initOut)
             parameters.encodeInitReply(into: &w)
             send(channel, unique: u, w)
             for _ in 1..<max(1, options.minWorkers) { spawnWorker() }
-            if parameters.has(FuseInitFlag.overIOUring) { startRingQueues(parameters) }
+            if let rings { startRingQueues(parameters, rings: rings) }
         case .destroy:
             let first = pool.withLock { pool in
                 defer { pool.destroyed = true }

@@ -97,6 +97,29 @@ struct IoUringTests {
         }
     }
 
+    /// The kernel holds every request once io_uring is granted until each queue has a
+    /// ring entry: a daemon that cannot make rings (here io_uring is switched off for
+    /// the whole machine, as a seccomp profile would for a container) must not ask for
+    /// io_uring, or its mount hangs. It serves over /dev/fuse instead.
+    @Test func withoutRingsTheMountServesOverDevFuse() async throws {
+        let knob = "/proc/sys/kernel/io_uring_disabled"
+        let before = try String(contentsOfFile: knob, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try await withRingsEnabled {
+            try "2".write(toFile: knob, atomically: false, encoding: .utf8)
+            defer { try? before.write(toFile: knob, atomically: false, encoding: .utf8) }
+            let v = try await MountedVolume()
+            defer { v.cleanup() }
+            try v.start(extra: ["--io-uring"])
+            try writeFile(v.path("plain"), Array("over /dev/fuse".utf8))
+            #expect(try readFile(v.path("plain")) == Array("over /dev/fuse".utf8))
+            let s = try v.stats()
+            #expect(!s.ioUringNegotiated)
+            #expect(s.ioUringRequests == 0)
+            #expect(s.count("create") >= 1)
+            try v.stop()
+        }
+    }
+
     @Test func keeperSocketAndIoUringAreRefusedTogether() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: MountedVolume.binary)
