@@ -94,17 +94,18 @@ extension FuseSession {
         return (highest ?? 0) + 1
     }
 
-    /// Starts a thread per queue on `rings` (made before INIT was answered), or on
-    /// rings each thread makes (a restored session).
-    func startRingQueues(_ parameters: SessionParameters, rings: [OwnedRing]? = nil) {
-        let queues = rings?.count ?? Self.possibleCPUs()
+    /// Starts a thread per queue on `rings`, made before INIT was answered. (A
+    /// session taken over from a keeper never has rings: `hearth mount` refuses
+    /// `--io-uring` with one.)
+    func startRingQueues(_ parameters: SessionParameters, rings: [OwnedRing]) {
         pool.withLock {
-            $0.ringThreads = Array(repeating: 0, count: queues)
-            $0.ringIdle = Array(repeating: 0, count: queues)
+            $0.ringThreads = Array(repeating: 0, count: rings.count)
+            $0.ringIdle = Array(repeating: 0, count: rings.count)
         }
-        for queue in 0..<queues { spawnRingThread(queue: queue, parameters, ring: rings?[queue]) }
+        for (queue, ring) in rings.enumerated() { spawnRingThread(queue: queue, parameters, ring: ring) }
     }
 
+    /// `ring`: nil for a thread added to a busy queue, which makes its own.
     private func spawnRingThread(queue: Int, _ parameters: SessionParameters, ring: OwnedRing? = nil) {
         pool.withLock {
             $0.workers += 1

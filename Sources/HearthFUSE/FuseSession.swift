@@ -74,9 +74,8 @@ public final class FuseSession: Sendable {
 
     /// Serves until the kernel ends the connection (unmount, abort); blocks.
     public func run() {
-        let (initial, restored) = pool.withLock { ($0.parameters == nil ? 1 : max(1, options.minWorkers), $0.parameters) }
+        let initial = pool.withLock { $0.parameters == nil ? 1 : max(1, options.minWorkers) }
         for _ in 0..<initial { spawnWorker() }
-        if let restored, restored.has(FuseInitFlag.overIOUring) { startRingQueues(restored) }
         finished.lock()
         while pool.withLock({ $0.workers > 0 }) { finished.wait() }
         finished.unlock()
@@ -469,18 +468,21 @@ public final class FuseSession: Sendable {
             }
             send(channel, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<end]))
         case .readdirplus:
+            // Each entry is a `fuse_entry_out` followed by its `fuse_dirent`.
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
-            var w = ReplyWriter(capacity: min(size, 64 * 1024))
+            var end = 0
             try h.readdirplus(ctx, node: node, handle: fh, offset: offset) { e, entry in
-                let length = (FuseLayout.direntHeader + e.name.utf8.count + 7) & ~7
-                guard w.count + FuseLayout.entryOut + length <= size else { return false }
-                entry.encode(into: &w)
-                w.u64(e.ino); w.u64(e.nextOffset); w.u32(UInt32(e.name.utf8.count)); w.u32(e.type)
-                w.append(utf8: e.name)
-                w.padTo8()
+                let direntLength = (FuseLayout.direntHeader + e.name.utf8.count + 7) & ~7
+                guard end + FuseLayout.entryOut + direntLength <= min(size, scratch.count),
+                      let base = scratch.baseAddress else { return false }
+                var head = ReplyWriter(capacity: FuseLayout.entryOut)
+                entry.encode(into: &head)
+                head.bytes.withUnsafeBytes { (base + end).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                guard let next = e.storeDirent(into: scratch, at: end + head.count, limit: size) else { return false }
+                end = next
                 return true
             }
-            send(channel, unique: u, w)
+            send(channel, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<end]))
         case .access:
             try h.access(ctx, node: node, mask: try r.u32())
             send(channel, unique: u, Self.empty)

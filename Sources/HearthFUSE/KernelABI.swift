@@ -194,7 +194,4 @@ public struct ReplyWriter: Sendable {
     }
     public mutating func zeros(_ count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
     public var count: Int { bytes.count }
-    public mutating func padTo8() {
-        for _ in 0..<(8 - bytes.count % 8) % 8 { bytes.append(0) }
-    }
 }
