@@ -14,6 +14,7 @@ import Glibc
 /// 2 threads, and a semaphore wait on one of them could deadlock the daemon). Never
 /// call this from async code.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    FuseWorkerThread.willWait()
     let box = BlockingResult<T>()
     Task.detached {
         do {

@@ -70,6 +70,8 @@ extension VolumeFileSystem {
                 work = taken
                 node.clean = nil
             } else {
+                // Copies the cached bytes on the cache's disk: as long as the file.
+                if node.size > 0 { FuseWorkerThread.willWait() }
                 do {
                     work = try cache.makeWorkingCopy(volume: config.volumeID, name: name, size: node.size,
                                                      chunkSize: chunkSize, base: node.clean)

@@ -73,6 +73,7 @@ final class Writeback: @unchecked Sendable {
 
     /// Commits and waits until a commit started after this call has finished.
     func commitAndWait() throws {
+        FuseWorkerThread.willWait()
         condition.lock()
         defer { condition.unlock() }
         if !running {

@@ -9,11 +9,13 @@ import Glibc
 /// Serves one FUSE connection: reads requests from /dev/fuse, decodes them, calls the
 /// ``FileSystemHandler`` and writes replies.
 ///
-/// Requests are served by a pool of plain threads, each reading its own fd cloned
-/// from the connection (FUSE_DEV_IOC_CLONE), as mountpoint-s3 does: a thread that
-/// blocks on the object store holds up only its own request. The pool starts with
-/// ``SessionOptions/minWorkers`` threads and adds one whenever every thread is busy,
-/// up to ``SessionOptions/maxWorkers``.
+/// Requests are served by a pool of plain threads, each with its own fd cloned from
+/// the connection (FUSE_DEV_IOC_CLONE), as mountpoint-s3 does: a thread that blocks
+/// on the object store holds up only its own request. One thread at a time reads
+/// (``ReadTurn``) and polls briefly before it sleeps; it hands the turn on before a
+/// request that waits. The pool starts with ``SessionOptions/minWorkers`` threads
+/// and adds one whenever the turn is handed on and every thread is busy, up to
+/// ``SessionOptions/maxWorkers``.
 ///
 /// Everything the kernel negotiated lives in ``parameters`` (one `Codable` value), so a
 /// successor daemon can take over the fd without a second INIT.
@@ -32,8 +34,6 @@ public final class FuseSession: Sendable {
     struct Pool {
         /// Every serving thread: /dev/fuse readers and io_uring queue threads.
         var workers = 0
-        /// /dev/fuse readers waiting for a request.
-        var idle = 0
         var stopped = false
         var destroyed = false
         var parameters: SessionParameters?
@@ -47,6 +47,8 @@ public final class FuseSession: Sendable {
     let finished = NSCondition()
     /// Requests served over io_uring (FUSE_OVER_IO_URING), for stats and tests.
     let ringRequests = Atomic<UInt64>(0)
+    /// Which /dev/fuse worker reads next; the others sleep (``ReadTurn``).
+    let readTurn = ReadTurn()
 
     /// - Parameter restoring: INIT parameters of a session taken over from a previous
     ///   daemon; nil for a fresh mount (the kernel's INIT is then the first request).
@@ -88,15 +90,12 @@ public final class FuseSession: Sendable {
     }
 
     private func spawnWorker() {
-        pool.withLock {
-            $0.workers += 1
-            $0.idle += 1
-        }
+        pool.withLock { $0.workers += 1 }
         let thread = Thread { [self] in
             let workerFD = cloneFD()
             serve(on: workerFD)
             if workerFD != fd { Glibc.close(workerFD) }
-            workerExited { $0.idle -= 1 }
+            workerExited { _ in }
         }
         thread.name = "fuse-worker"
         thread.stackSize = 1 << 20
@@ -136,26 +135,71 @@ public final class FuseSession: Sendable {
         // Owned by this worker for its whole life; freed on exit.
         let request = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
         let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
+        let context = WorkerContext(session: self)
+        pthread_setspecific(workerContextKey, Unmanaged.passUnretained(context).toOpaque())
         defer {
+            pthread_setspecific(workerContextKey, nil)
+            if context.hasTurn { _ = readTurn.handOn() }
             request.deallocate()
             reply.deallocate()
         }
         while true {
+            if !context.hasTurn {
+                guard readTurn.take() else { return }
+                context.hasTurn = true
+            }
+            pollBeforeSleeping(on: workerFD)
             let n = Glibc.read(workerFD, request.baseAddress, bufferSize)
             if n < 0 {
                 let err = errno
                 if err == EINTR || err == EAGAIN || err == ENOENT { continue }
                 // ENODEV: unmounted or aborted. Anything else: the connection is unusable.
                 pool.withLock { $0.stopped = true }
+                readTurn.close()
                 return
             }
-            let spawn = pool.withLock { pool in
-                pool.idle -= 1
-                return pool.idle == 0 && pool.parameters != nil && !pool.stopped && pool.workers < options.maxWorkers
-            }
-            if spawn { spawnWorker() }
-            handle(UnsafeRawBufferPointer(rebasing: request[0..<n]), channel: .device(workerFD), scratch: reply)
-            pool.withLock { $0.idle += 1 }
+            let body = UnsafeRawBufferPointer(rebasing: request[0..<n])
+            if Self.mayWait(body) { FuseWorkerThread.willWait() }
+            handle(body, channel: .device(workerFD), scratch: reply)
+        }
+    }
+
+    /// Data operations read or write the cache's disk, or wait for the store or a
+    /// commit: the read turn is handed on before they start.
+    private static func mayWait(_ request: UnsafeRawBufferPointer) -> Bool {
+        guard request.count >= 8 else { return false }
+        switch FuseOpcode(rawValue: request.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) {
+        case .read, .write, .fsync, .fsyncdir, .fallocate, .copyFileRange, .copyFileRange64: return true
+        default: return false
+        }
+    }
+
+    /// Called by the worker holding the read turn before it waits; adds a worker
+    /// when none is free to take the turn (all busy), up to the limit.
+    func handOnReadTurn() {
+        guard !readTurn.handOn() else { return }
+        let grow = pool.withLock { pool in
+            pool.parameters != nil && !pool.stopped && pool.workers < options.maxWorkers
+        }
+        if grow { spawnWorker() }
+    }
+
+    /// Returns once a request is waiting, or when the poll window has passed.
+    /// Only the worker holding the read turn polls.
+    ///
+    /// On this 2-vCPU VM the two wake-ups of a /dev/fuse round trip cost more than the
+    /// daemon's work: a sleeping reader is woken on the idle CPU, then the caller on
+    /// its own (docs/fuse.md). A reader that polls after its reply takes the caller's
+    /// next request without being woken. poll(2) with a zero timeout never sleeps and
+    /// needs no O_NONBLOCK, which would be shared with the fd keeper on one fd.
+    /// sched_yield lets anything else queued on this CPU run meanwhile.
+    private func pollBeforeSleeping(on workerFD: Int32) {
+        let window = options.pollWindowNs
+        guard window > 0 else { return }
+        let deadline = DispatchTime.now().uptimeNanoseconds + window
+        var ready = pollfd(fd: workerFD, events: Int16(POLLIN), revents: 0)
+        while poll(&ready, 1, 0) == 0, DispatchTime.now().uptimeNanoseconds < deadline {
+            sched_yield()
         }
     }
 
@@ -209,6 +253,8 @@ public final class FuseSession: Sendable {
     public static let resendBit: UInt64 = 1 << 63
 
     /// Asks the kernel to forget a cached name (after a change it did not make).
+    /// Not from a request handler: the kernel takes the directory's lock, which a
+    /// request waiting for this daemon may hold.
     public func invalidateEntry(parent: UInt64, name: String) {
         var w = ReplyWriter()
         w.u64(parent)
@@ -306,7 +352,7 @@ public final class FuseSession: Sendable {
             var w = ReplyWriter(capacity: FuseLayout.initOut)
             parameters.encodeInitReply(into: &w)
             send(channel, unique: u, w)
-            for _ in 1..<max(1, options.minWorkers) { spawnWorker() }
+            for _ in 1..<max(1, min(options.minWorkers, options.maxWorkers)) { spawnWorker() }
             if let rings { startRingQueues(parameters, rings: rings) }
         case .destroy:
             let first = pool.withLock { pool in

@@ -52,6 +52,9 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Upper bound of FUSE worker threads.")
     var maxWorkers: Int = 16
 
+    @Option(help: "How long an idle FUSE worker polls for the next request before it sleeps (0: never polls). Polling spends up to this much CPU after each burst of requests and saves two wake-ups per round trip; see docs/fuse.md.")
+    var pollWindow: String = "200us"
+
     @Option(help: "FUSE passthrough for files whose bytes are all local: auto (when the kernel offers it and the daemon has CAP_SYS_ADMIN), on (fail without it), off.")
     var passthrough: PassthroughSetting = .auto
 
@@ -65,6 +68,7 @@ struct MountCommand: AsyncParsableCommand {
     var keeperSocket: String?
 
     func validate() throws {
+        _ = try Console.parseDuration(pollWindow)
         if ioUring && keeperSocket != nil {
             throw ValidationError("--io-uring cannot be used with --keeper-socket: after a crash the kernel resends only requests read from /dev/fuse, so requests held in the dead daemon's rings would never be answered")
         }
@@ -130,6 +134,8 @@ struct MountCommand: AsyncParsableCommand {
         sessionOptions.passthrough = usePassthrough
         sessionOptions.cloneWorkerFDs = keeperSocket == nil
         sessionOptions.ioUring = ioUring
+        let window = try Console.parseDuration(pollWindow).components
+        sessionOptions.pollWindowNs = UInt64(window.seconds) * 1_000_000_000 + UInt64(window.attoseconds / 1_000_000_000)
         let session = FuseSession(fd: deviceFD, handler: fs, options: sessionOptions, restoring: takeover?.parameters)
         fs.attach(backingFiles: session.backing)
         if let takeover { fs.initialized(takeover.parameters) }

@@ -36,6 +36,8 @@ struct MountStats: Codable {
     var ioUringRequests: UInt64
     var backing: BackingFiles.Counters
     var opens: PassthroughStats
+    /// FUSE worker threads (/dev/fuse readers and io_uring queue threads).
+    var workers: Int
 
     static func write(session: FuseSession, fs: VolumeFileSystem, to path: String) {
         let snapshot = session.metrics.snapshot()
@@ -44,7 +46,7 @@ struct MountStats: Codable {
                                passthroughEnabled: fs.passthroughEnabled,
                                ioUringNegotiated: session.parameters?.has(FuseInitFlag.overIOUring) ?? false,
                                ioUringRequests: session.requestsOverRing, backing: session.backing.snapshot,
-                               opens: fs.passthroughCounters)
+                               opens: fs.passthroughCounters, workers: session.workerCount)
         guard let data = try? JSONEncoder().encode(stats) else { return }
         // Whole or not at all: readers poll for the file.
         let tmp = path + ".tmp"

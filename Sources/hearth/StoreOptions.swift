@@ -163,13 +163,13 @@ enum Console {
         return plain
     }
 
-    /// "1h", "30m", "45s", "500ms", "0".
+    /// "1h", "30m", "45s", "500ms", "200us", "0".
     static func parseDuration(_ text: String) throws -> Duration {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        let units: [(String, Double)] = [("us", 0.000_001), ("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
         if text == "0" { return .zero }
         for (suffix, factor) in units where text.hasSuffix(suffix) {
             if let number = Double(text.dropLast(suffix.count)), number >= 0 {
-                return .milliseconds(Int64(number * factor * 1000))
+                return .microseconds(Int64((number * factor * 1_000_000).rounded()))
             }
         }
         throw ValidationError("cannot read \(text.debugDescription) as a duration (examples: 1h, 30m, 10s)")

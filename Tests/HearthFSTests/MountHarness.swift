@@ -168,6 +168,7 @@ struct DaemonStats: Decodable {
     var ioUringRequests: UInt64
     var backing: Backing
     var opens: Opens
+    var workers: Int
 
     func count(_ op: String) -> UInt64 { ops[op] ?? 0 }
 }
