@@ -70,6 +70,19 @@ final class MountedVolume: @unchecked Sendable {
         throw HarnessError("daemon wrote no stats to \(statsFile)")
     }
 
+    /// The counters once every backing file registered was closed again, or after 5 s.
+    /// close(2) does not wait for RELEASE (the kernel sends it in the background),
+    /// so right after the last close the daemon may not have seen it yet.
+    func statsAfterReleases() throws -> DaemonStats {
+        let deadline = Date().addingTimeInterval(5)
+        var s = try stats()
+        while s.backing.registered != s.backing.closed && Date() < deadline {
+            usleep(20_000)
+            s = try stats()
+        }
+        return s
+    }
+
     /// Starts the daemon with exactly `arguments` (the last is the mountpoint).
     func start(arguments: [String], mountpoint mnt: String? = nil) throws {
         let target = mnt ?? mountpoint

@@ -31,7 +31,7 @@ struct PassthroughTests {
         #expect(try readFile(v.path("whole")) == bytes)
         // A second reader and a reader with O_DIRECT semantics aside, same answer.
         #expect(try readFile(v.path("whole")) == bytes)
-        let after = try v.stats()
+        let after = try v.statsAfterReleases()
         #expect(after.count("read") == before.count("read"), "the daemon saw \(after.count("read") - before.count("read")) READs")
         #expect(after.opens.passthroughOpens >= before.opens.passthroughOpens + 2)
         #expect(after.backing.registered >= 1 && after.backing.failures == 0)
@@ -219,7 +219,7 @@ struct PassthroughTests {
         expected.replaceSubrange(4096..<(4096 + patch.count), with: patch)
         // Every open closed: the next open sees the new bytes (the working copy).
         #expect(try readFile(v.path("shared")) == expected)
-        let s = try v.stats()
+        let s = try v.statsAfterReleases()
         #expect(s.opens.directOpens >= 1)
         #expect(s.backing.registered == s.backing.closed)
         try v.stop()
