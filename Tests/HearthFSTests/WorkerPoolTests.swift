@@ -1,5 +1,10 @@
 import Foundation
+import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("FUSE worker pool", .serialized)
 struct WorkerPoolTests {
@@ -30,6 +35,32 @@ struct WorkerPoolTests {
         let stats = try v.stats()
         #expect(stats.count("read") > 6 * 3)
         #expect(stats.workers == 3, "\(stats.workers) workers after 6 concurrent readers with --max-workers 3")
+        try v.stop()
+    }
+
+    /// The worker serving an FSYNC waits for a commit of 256 MiB; it hands the read
+    /// turn on first, so requests of other processes (CREATE always reaches the
+    /// daemon) are served meanwhile rather than queued behind the commit.
+    @Test(.timeLimit(.minutes(2)))
+    func requestsAreServedWhileAnFsyncWaitsForItsCommit() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        try writeFile(v.path("big"), patternBytes(256 << 20, seed: 50))
+        let fd = open(v.path("big"), O_RDWR)
+        #expect(fd >= 0)
+        let synced = Atomic<Int32>(-2)
+        let fsyncer = Thread { synced.store(fsync(fd), ordering: .releasing) }
+        fsyncer.start()
+        // Let the FSYNC reach the daemon before the creates start.
+        usleep(50_000)
+        try FileManager.default.createDirectory(atPath: v.path("meanwhile"), withIntermediateDirectories: false)
+        for i in 0..<20 { try writeFile(v.path("meanwhile/f\(i)"), [UInt8(i)]) }
+        #expect(synced.load(ordering: .acquiring) == -2, "the creates waited for the fsync's commit")
+        while synced.load(ordering: .acquiring) == -2 { usleep(10_000) }
+        #expect(synced.load(ordering: .acquiring) == 0)
+        close(fd)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: v.path("meanwhile")).count == 20)
         try v.stop()
     }
 }
