@@ -49,6 +49,8 @@ public final class FuseSession: Sendable {
     let ringRequests = Atomic<UInt64>(0)
     /// Which /dev/fuse worker reads next; the others sleep (``ReadTurn``).
     let readTurn = ReadTurn()
+    /// How long the reader polls before it sleeps (``SessionOptions/pollWindowNs`` at most).
+    let pollWindow: PollWindow
 
     /// - Parameter restoring: INIT parameters of a session taken over from a previous
     ///   daemon; nil for a fresh mount (the kernel's INIT is then the first request).
@@ -62,6 +64,7 @@ public final class FuseSession: Sendable {
         self.backing = BackingFiles(deviceFD: own >= 0 ? own : fd)
         self.handler = handler
         self.options = options
+        self.pollWindow = PollWindow(limitNs: options.pollWindowNs)
         self.metrics = metrics
         var pool = Pool()
         pool.parameters = restoring
@@ -148,8 +151,12 @@ public final class FuseSession: Sendable {
                 guard readTurn.take() else { return }
                 context.hasTurn = true
             }
+            let idleSince = DispatchTime.now().uptimeNanoseconds
             pollBeforeSleeping(on: workerFD)
             let n = Glibc.read(workerFD, request.baseAddress, bufferSize)
+            if n >= 0, pollWindow.rule.limitNs > 0 {
+                pollWindow.record(idleNs: DispatchTime.now().uptimeNanoseconds &- idleSince)
+            }
             if n < 0 {
                 let err = errno
                 if err == EINTR || err == EAGAIN || err == ENOENT { continue }
@@ -184,8 +191,8 @@ public final class FuseSession: Sendable {
         if grow { spawnWorker() }
     }
 
-    /// Returns once a request is waiting, or when the poll window has passed.
-    /// Only the worker holding the read turn polls.
+    /// Returns once a request is waiting, or when the poll window (``PollWindow``,
+    /// at most `--poll-window`) has passed. Only the worker holding the read turn polls.
     ///
     /// On this 2-vCPU VM the two wake-ups of a /dev/fuse round trip cost more than the
     /// daemon's work: a sleeping reader is woken on the idle CPU, then the caller on
@@ -194,7 +201,7 @@ public final class FuseSession: Sendable {
     /// needs no O_NONBLOCK, which would be shared with the fd keeper on one fd.
     /// sched_yield lets anything else queued on this CPU run meanwhile.
     private func pollBeforeSleeping(on workerFD: Int32) {
-        let window = options.pollWindowNs
+        let window = pollWindow.nanoseconds
         guard window > 0 else { return }
         let deadline = DispatchTime.now().uptimeNanoseconds + window
         var ready = pollfd(fd: workerFD, events: Int16(POLLIN), revents: 0)

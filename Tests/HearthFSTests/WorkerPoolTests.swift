@@ -1,4 +1,5 @@
 import Foundation
+import HearthFUSE
 import Synchronization
 import Testing
 
@@ -62,5 +63,25 @@ struct WorkerPoolTests {
         close(fd)
         #expect(try FileManager.default.contentsOfDirectory(atPath: v.path("meanwhile")).count == 20)
         try v.stop()
+    }
+
+    /// The poll window's rule (haltpoll's): idle gaps within the limit grow the
+    /// window to the limit in a few requests; gaps beyond it shrink it to nothing,
+    /// so a slow, steady caller does not keep a CPU polling.
+    @Test func pollWindowGrowsForBurstsAndShrinksForSparseRequests() {
+        let rule = PollWindowRule(limitNs: 200_000)
+        var window: UInt64 = 200_000
+        var steps = 0
+        while window > 0 {
+            window = rule.next(after: window, idleNs: 1_000_000)  // a request every ms
+            steps += 1
+        }
+        #expect(steps <= 6, "\(steps) sparse requests to stop polling")
+        window = rule.next(after: window, idleNs: 30_000)  // a burst: 30 µs gaps
+        #expect(window == PollWindowRule.floorNs)
+        for _ in 0..<5 { window = rule.next(after: window, idleNs: 30_000) }
+        #expect(window == 200_000)
+        #expect(rule.next(after: 200_000, idleNs: 5_000) == 200_000, "never past the limit")
+        #expect(PollWindowRule(limitNs: 0).next(after: 0, idleNs: 5_000) == 0, "--poll-window 0 never polls")
     }
 }
