@@ -56,10 +56,11 @@ public struct SessionOptions: Sendable {
     /// module's `enable_uring` parameter): see ``FuseSession`` (FuseRingQueues.swift)
     /// for why it is faster and why it does not go with an fd keeper.
     public var ioUring = false
-    /// After a reply, one idle worker keeps polling /dev/fuse (without sleeping) for
-    /// this long before it blocks in read(2), so that the next request of a busy
-    /// caller is taken without a wake-up (docs/fuse.md "Polling before sleeping").
-    /// 0: every idle worker sleeps at once.
+    /// After a reply, the reading worker keeps polling /dev/fuse (without sleeping)
+    /// for at most this long before it blocks in read(2), so that the next request of
+    /// a busy caller is taken without a wake-up; the window shrinks for callers whose
+    /// requests come further apart (``PollWindowRule``; docs/fuse.md "Polling before
+    /// sleeping"). 0: the reader sleeps at once.
     public var pollWindowNs: UInt64 = 200_000
 
     public init() {}

@@ -52,7 +52,7 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Upper bound of FUSE worker threads.")
     var maxWorkers: Int = 16
 
-    @Option(help: "How long an idle FUSE worker polls for the next request before it sleeps (0: never polls). Polling spends up to this much CPU after each burst of requests and saves two wake-ups per round trip; see docs/fuse.md.")
+    @Option(help: "Longest time an idle FUSE worker polls for the next request before it sleeps (0: never polls). Saves the wake-ups of a round trip for busy callers; the window shrinks to nothing for callers whose requests come further apart; see docs/fuse.md.")
     var pollWindow: String = "200us"
 
     @Option(help: "FUSE passthrough for files whose bytes are all local: auto (when the kernel offers it and the daemon has CAP_SYS_ADMIN), on (fail without it), off.")
