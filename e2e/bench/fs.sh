@@ -182,13 +182,30 @@ PY
   local t3=$(date +%s.%N)
   python3 -c "import sys; a=[float(x) for x in sys.argv[1:]]; print('%.3f %.3f' % ((a[1]-a[0])+(a[3]-a[2]), a[2]-a[1]))" $t0 $t1 $t2 $t3
 }
-read -r nm nf <<<"$(meta "$WORK/native")"
-read -r bm bf <<<"$(meta "$WORK/bindfs")"
-read -r hm hf <<<"$(meta "$WORK/hearth")"
-wm=-; wf=-; [ "$NOPT" = 1 ] && read -r wm wf <<<"$(meta "$WORK/nopt")"
-um=-; uf=-; [ "$URING" = 1 ] && read -r um uf <<<"$(meta "$WORK/uring")"
-row "create+stat+unlink $FILES (s)" "$nm" "$bm" "$hm" "$wm" "$um"
-row "find $FILES (s)" "$nf" "$bf" "$hf" "$wf" "$uf"
+# The metadata rows are short and swing from run to run (on ext4 without a journal,
+# native itself took 0.68-1.73 s for the same row on one day: the inode allocator
+# skips recently deleted inodes). So they run FS_BENCH_META_ROUNDS times (default
+# 3), the targets taking turns within each round so that a drift of the disk's state
+# reaches all of them alike; the table shows each target's median and every sample
+# is printed under it.
+ROUNDS=${FS_BENCH_META_ROUNDS:-3}
+declare -A META_S FIND_S
+for _ in $(seq "$ROUNDS"); do
+  for t in native bindfs hearth nopt uring; do
+    case $t in nopt) [ "$NOPT" = 1 ] || continue ;; uring) [ "$URING" = 1 ] || continue ;; esac
+    read -r m f <<<"$(meta "$WORK/$t")"
+    META_S[$t]+="$m "; FIND_S[$t]+="$f "
+  done
+done
+median() { python3 -c "import statistics, sys; print('%.3f' % statistics.median(map(float, sys.argv[1:])))" $1; }
+med() { # row-samples target -> median, or - for a target left out
+  local -n samples=$1
+  [ -n "${samples[$2]:-}" ] && median "${samples[$2]}" || echo -
+}
+row "create+stat+unlink $FILES (s)" "$(med META_S native)" "$(med META_S bindfs)" "$(med META_S hearth)" \
+  "$(med META_S nopt)" "$(med META_S uring)"
+row "find $FILES (s)" "$(med FIND_S native)" "$(med FIND_S bindfs)" "$(med FIND_S hearth)" \
+  "$(med FIND_S nopt)" "$(med FIND_S uring)"
 
 # The cost of one FUSE round trip on this machine: ioctl(TCGETS) on an open file,
 # which every FUSE daemon answers at once (ENOTTY) and no cache absorbs. Python's
@@ -223,4 +240,8 @@ for r in "${ROWS[@]}"; do
   printf "$F" "$name" "$n" "$b" "$h" "$(ratio "$h" "$n")$x" "$(ratio "$h" "$b")$x" "$w" "$u" "$un"
 done
 echo "(throughput rows: ratio > 1 is faster; time rows: ratio < 1 is faster)"
+echo "metadata rows are medians of $ROUNDS rounds; samples (s):"
+for t in native bindfs hearth nopt uring; do
+  [ -n "${META_S[$t]:-}" ] && echo "  $t: create+stat+unlink ${META_S[$t]}| find ${FIND_S[$t]}"
+done
 if grep -q "passthrough disabled" "$WORK/hearth.log"; then echo "warning: the hearth daemon disabled passthrough"; fi
