@@ -49,6 +49,10 @@ mkdir -p "$WORK"
 # elsewhere.
 chattr +T "$WORK" 2>/dev/null || true
 mkdir -p "$WORK"/{native,bindfs}
+# The same for each round of the metadata rows (below): a directory of its own per
+# round, which native (and bindfs over it) would otherwise fill in block groups
+# full of the last round's deletions.
+chattr +T "$WORK/native" 2>/dev/null || true
 
 # The volumes are created with hearth-bench (next to the hearth binary): the CLI's
 # volume verbs belong to another area and the store layout is all we need.
@@ -159,8 +163,8 @@ for spec in "${SPECS[@]}"; do
 done
 }
 
-meta() { # dir -> seconds for create+stat+unlink, seconds for find
-  local dir=$1/meta
+meta() { # dir round -> seconds for create+stat+unlink, seconds for find
+  local dir=$1/meta-$2
   mkdir -p "$dir"
   drop
   local t0=$(date +%s.%N)
@@ -190,10 +194,10 @@ PY
 # is printed under it.
 ROUNDS=${FS_BENCH_META_ROUNDS:-3}
 declare -A META_S FIND_S
-for _ in $(seq "$ROUNDS"); do
+for round in $(seq "$ROUNDS"); do
   for t in native bindfs hearth nopt uring; do
     case $t in nopt) [ "$NOPT" = 1 ] || continue ;; uring) [ "$URING" = 1 ] || continue ;; esac
-    read -r m f <<<"$(meta "$WORK/$t")"
+    read -r m f <<<"$(meta "$WORK/$t" "$round")"
     META_S[$t]+="$m "; FIND_S[$t]+="$f "
   done
 done
