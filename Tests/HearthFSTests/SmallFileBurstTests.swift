@@ -29,7 +29,8 @@ struct SmallFileBurstTests {
         try writeFile(v.path("burst/synced"), Array("synced".utf8), sync: true)
         let work = v.cacheDir + "/work/" + v.volumeID
         let spares = (try FileManager.default.contentsOfDirectory(atPath: work)).filter { $0.hasPrefix("spare.") }
-        #expect(!spares.isEmpty, "retired working copies are kept for reuse")
+        // More than the 128 made ahead of demand (the next test): retired copies too.
+        #expect(spares.count > 128, "retired working copies are kept for reuse")
 
         // Remove every other file, then a second burst that reuses the spares.
         for dir in dirs {
@@ -52,6 +53,45 @@ struct SmallFileBurstTests {
             }
         }
         #expect(try readFile(v.path("burst/synced")) == Array("synced".utf8))
+        try v.stop()
+    }
+
+    /// A burst of new files takes spares made ahead of it in the background: only
+    /// the first file, which found none, makes a working copy of its own. The files
+    /// stay open while the working copies are counted (a close commits and retires
+    /// them). Bytes survive as with any copy. With passthrough (the default) CREATE
+    /// makes the working copy; with `--passthrough off` the kernel's writeback cache
+    /// holds the bytes until a flush, so nothing would be counted yet.
+    @Test func newFilesTakeSparesMadeAheadOfThem() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        let work = v.cacheDir + "/work/" + v.volumeID
+        func copies() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []).filter { !$0.hasPrefix("spare.") }
+        }
+        func spares() -> Int {
+            ((try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []).count - copies().count
+        }
+        func content(_ i: Int) -> [UInt8] { Array("f\(i)".utf8) + patternBytes(i * 37, seed: UInt64(i)) }
+        func create(_ name: String, _ bytes: [UInt8]) throws -> Int32 {
+            let fd = open(v.path(name), O_CREAT | O_WRONLY | O_EXCL, 0o644)
+            guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+            #expect(bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } == bytes.count)
+            return fd
+        }
+        var fds = [try create("first", Array("first".utf8))]
+        let deadline = Date().addingTimeInterval(10)
+        while spares() < 50 && Date() < deadline { usleep(20_000) }
+        for i in 0..<50 { fds.append(try create("f\(i)", content(i))) }
+        #expect(copies().count == 1, "only the first file made its own working copy: \(copies())")
+        for fd in fds { #expect(close(fd) == 0) }
+        for i in 0..<50 { #expect(try readFile(v.path("f\(i)")) == content(i)) }
+
+        try v.stop()
+        try v.start()
+        for i in 0..<50 { #expect(try readFile(v.path("f\(i)")) == content(i)) }
+        #expect(try readFile(v.path("first")) == Array("first".utf8))
         try v.stop()
     }
 }
