@@ -163,6 +163,12 @@ extension VolumeFileSystem {
             }
             summary.workingCopies += 1
         }
+        // The dead daemon's spares go in the background: up to thousands of
+        // unlinks, which the first request after the kill need not wait for.
+        let cache = self.cache, volume = config.volumeID, adopted = Set(workPaths.values)
+        DispatchQueue.global(qos: .utility).async {
+            _ = cache.removeLeftoverSpares(volume: volume, adopted: adopted)
+        }
 
         // Open handles, and the kernel's references: the dead daemon's lookup counts
         // are unknown, so every node the journal named stays in memory (FORGETs only
