@@ -98,7 +98,7 @@ public final class FuseSession: Sendable {
             let workerFD = cloneFD()
             serve(on: workerFD)
             if workerFD != fd { Glibc.close(workerFD) }
-            workerExited { _ in }
+            workerExited()
         }
         thread.name = "fuse-worker"
         thread.stackSize = 1 << 20
@@ -107,7 +107,7 @@ public final class FuseSession: Sendable {
 
     /// Takes a finished thread out of the count (`update` undoes its own
     /// bookkeeping) and wakes ``run()`` when it was the last.
-    func workerExited(_ update: (inout Pool) -> Void) {
+    func workerExited(_ update: (inout Pool) -> Void = { _ in }) {
         let last = pool.withLock { pool in
             pool.workers -= 1
             update(&pool)
@@ -234,6 +234,12 @@ public final class FuseSession: Sendable {
 
     private func send(_ channel: ReplyChannel, unique: UInt64, _ w: ReplyWriter) {
         w.bytes.withUnsafeBytes { send(channel, unique: unique, error: 0, body: $0) }
+    }
+
+    /// Replies with the first `count` bytes of the worker's scratch buffer, where
+    /// READ and READDIR(PLUS) build their bodies without a copy.
+    private func send(_ channel: ReplyChannel, unique: UInt64, _ scratch: UnsafeMutableRawBufferPointer, count: Int) {
+        send(channel, unique: unique, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
     }
 
     /// Sends an unsolicited notification (invalidation, resend) on the session fd.
@@ -482,7 +488,7 @@ public final class FuseSession: Sendable {
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
             let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<min(size, scratch.count)])
             let n = try h.read(ctx, node: node, handle: fh, offset: offset, into: buffer)
-            send(channel, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+            send(channel, unique: u, scratch, count: n)
         case .write:
             // fuse_write_in: fh, offset, size, write_flags, lock_owner, flags, padding.
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
@@ -519,7 +525,7 @@ public final class FuseSession: Sendable {
                 guard let next = e.storeDirent(into: scratch, at: end, limit: size) else { break }
                 end = next
             }
-            send(channel, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<end]))
+            send(channel, unique: u, scratch, count: end)
         case .readdirplus:
             // Each entry is a `fuse_entry_out` followed by its `fuse_dirent`.
             let fh = try r.u64(), offset = try r.u64(), size = Int(try r.u32())
@@ -535,7 +541,7 @@ public final class FuseSession: Sendable {
                 end = next
                 return true
             }
-            send(channel, unique: u, error: 0, body: UnsafeRawBufferPointer(rebasing: scratch[0..<end]))
+            send(channel, unique: u, scratch, count: end)
         case .access:
             try h.access(ctx, node: node, mask: try r.u32())
             send(channel, unique: u, Self.empty)
