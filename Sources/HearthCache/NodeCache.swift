@@ -360,17 +360,14 @@ public final class NodeCache: Sendable {
     /// Removes the spares a dead daemon of `volume` left (a takeover, which keeps the
     /// working copies; a fresh start clears them all): every spare there but this
     /// daemon's own and the `adopted` paths, working copies the journal names (a
-    /// spare becomes a working copy under its own name). Returns how many went.
-    @discardableResult
-    public func removeLeftoverSpares(volume: String, adopted: Set<String>) -> Int {
+    /// spare becomes a working copy under its own name).
+    public func removeLeftoverSpares(volume: String, adopted: Set<String>) {
         let dir = directory + "/work/" + volume
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return 0 }
-        var removed = 0
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
         for name in names where name.hasPrefix(SpareWorkingCopies.namePrefix) && !spares.isOwn(name) {
             let path = dir + "/" + name
-            if !adopted.contains(path), unlink(path) == 0 { removed += 1 }
+            if !adopted.contains(path) { unlink(path) }
         }
-        return removed
     }
 
     /// Removes a volume's leftover working copies (a fresh start, not a takeover).

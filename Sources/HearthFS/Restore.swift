@@ -167,7 +167,7 @@ extension VolumeFileSystem {
         // unlinks, which the first request after the kill need not wait for.
         let cache = self.cache, volume = config.volumeID, adopted = Set(workPaths.values)
         DispatchQueue.global(qos: .utility).async {
-            _ = cache.removeLeftoverSpares(volume: volume, adopted: adopted)
+            cache.removeLeftoverSpares(volume: volume, adopted: adopted)
         }
 
         // Open handles, and the kernel's references: the dead daemon's lookup counts
