@@ -252,9 +252,11 @@ public final class NodeCache: Sendable {
         var fd: Int32
         if let spare = spares.take(in: dir) {
             // An emptied working copy of this volume: used under its own (unique)
-            // name, already open when it was kept open.
+            // name, already open when it was kept open. Spares are empty, and no
+            // O_TRUNC: on ext4 a truncate to zero, even of an empty file, makes the
+            // last writer's close(2) flush the file (see `SpareWorkingCopies.park`).
             path = spare.path
-            fd = spare.fd ?? open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            fd = spare.fd ?? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         } else {
             fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         }

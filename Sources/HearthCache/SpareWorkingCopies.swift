@@ -111,7 +111,14 @@ final class SpareWorkingCopies: Sendable {
             pool.open += 1
             return true
         }
-        let kept = keepOpen ? dup(fd) : -1
+        // Kept open through a new open file, not a dup: ext4 marks an inode it
+        // truncates to zero (auto_da_alloc) and flushes its data at the next
+        // release of any open file of it, then clears the mark. Through a dup that
+        // release would be the next working copy's, in the writer's close(2): 1 byte
+        // written through passthrough cost the caller ~30 µs of block allocation and
+        // I/O submission per small file. The caller's close of `fd` is that release,
+        // here, on an empty file.
+        let kept = keepOpen ? open(spare, O_RDWR | O_CLOEXEC) : -1
         if keepOpen && kept < 0 { pool.withLock { $0.open -= 1 } }
         pool.withLock { pool in
             pool.byDirectory[directory, default: []].append(Spare(path: spare, fd: kept))
