@@ -252,11 +252,14 @@ public final class NodeCache: Sendable {
         var fd: Int32
         if let spare = spares.take(in: dir) {
             // An emptied working copy of this volume: used under its own (unique)
-            // name, already open when it was kept open. Spares are empty, and no
-            // O_TRUNC: on ext4 a truncate to zero, even of an empty file, makes the
-            // last writer's close(2) flush the file (see `SpareWorkingCopies.park`).
+            // name, already open when it was kept open. Reopened without O_TRUNC:
+            // spares are empty, and on ext4 a truncate to zero, even of an empty
+            // file, makes the last writer's close(2) flush the file (see
+            // `SpareWorkingCopies.park`). Nor O_CREAT, which takes the directory's
+            // lock exclusively and so waits for a commit parking spares in it; a
+            // spare gone meanwhile is made anew below.
             path = spare.path
-            fd = spare.fd ?? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            fd = spare.fd ?? open(path, O_RDWR | O_CLOEXEC)
         } else {
             fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         }
