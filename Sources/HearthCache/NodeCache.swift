@@ -42,18 +42,24 @@ public final class NodeCache: Sendable {
         var chunks: [ChunkKey: (bytes: Int64, lastUse: UInt64)] = [:]
         var used: Int64 = 0
         var workingBytes: Int64 = 0
+        /// Working copies not yet closed or adopted: one descriptor each.
+        var workingCopies = 0
         /// Clean files currently open somewhere (pinned).
         var open: [ContentHash: CacheFile] = [:]
     }
 
     private let state = Mutex(LRU())
     /// Dropped working copies kept for reuse (see ``SpareWorkingCopies``).
-    private let spares = SpareWorkingCopies()
+    private let spares: SpareWorkingCopies
+    /// This process's share of descriptors for working copies and spares.
+    public let descriptors: DescriptorBudget
 
     /// Opens (creating) the cache directory and indexes what a previous daemon left.
-    public init(directory: String, limitBytes: Int64) throws {
+    public init(directory: String, limitBytes: Int64, descriptors: DescriptorBudget = .current) throws {
         self.directory = directory
         self.limitBytes = limitBytes
+        self.descriptors = descriptors
+        spares = SpareWorkingCopies(openLimit: descriptors.openSpares)
         for sub in ["objects", "work"] {
             try FileManager.default.createDirectory(atPath: directory + "/" + sub, withIntermediateDirectories: true)
         }
@@ -199,6 +205,7 @@ public final class NodeCache: Sendable {
             clean.pins = 0
             clean.detachForTakeOver()
             lru.workingBytes += Int64(clean.chunkCount(clean.size)) * Int64(clean.chunkSize)
+            lru.workingCopies += 1
             return true
         }
         guard taken else { return nil }
@@ -211,6 +218,9 @@ public final class NodeCache: Sendable {
         file.pins = 1
         return file
     }
+
+    /// Working copies open now (each holds a descriptor until retired).
+    public var workingCopiesOpen: Int { state.withLock { $0.workingCopies } }
 
     /// Pins an already open file once more (a background fetch or a commit in flight).
     public func retain(_ file: CacheFile) {
@@ -228,6 +238,7 @@ public final class NodeCache: Sendable {
                 file.closeFiles()
             } else {
                 lru.workingBytes -= Int64(file.presentCount) * Int64(file.chunkSize)
+                lru.workingCopies -= 1
                 dropWorkingCopy = true
             }
             return lru.used + lru.workingBytes > limitBytes
@@ -247,6 +258,9 @@ public final class NodeCache: Sendable {
     /// are fetched from the store on demand by the caller.
     public func makeWorkingCopy(volume: String, name: String, size: Int64, chunkSize: Int,
                                 base: CacheFile?) throws -> CacheFile {
+        // Out of budget: the caller commits (retiring closed files' copies) and asks
+        // again, rather than taking the descriptors that commit needs.
+        guard workingCopiesOpen < descriptors.workingCopies else { throw CacheIOError(EMFILE) }
         let dir = directory + "/work/" + volume
         var path = dir + "/" + name
         var fd: Int32
@@ -317,7 +331,10 @@ public final class NodeCache: Sendable {
         file.cache = self
         file.pins = 1
         let present = Int64(map.reduce(0) { $0 + Int($1) }) * Int64(chunkSize)
-        state.withLock { $0.workingBytes += present }
+        state.withLock { lru in
+            lru.workingBytes += present
+            lru.workingCopies += 1
+        }
         return file
     }
 
@@ -329,6 +346,7 @@ public final class NodeCache: Sendable {
             guard work.pins == 0 else { return false }
             let presence = work.presenceMap()
             lru.workingBytes -= Int64(presence.reduce(0) { $0 + Int($1) }) * Int64(work.chunkSize)
+            lru.workingCopies -= 1
             let path = objectPath(key)
             guard lru.open[key] == nil, !FileManager.default.fileExists(atPath: path + ".map"),
                   work.chunkSize == manifest.chunkSize, presence.count == manifest.chunks.count else {

@@ -30,7 +30,8 @@ final class SpareWorkingCopies: Sendable {
     /// it is, with no rename and no open: on the create path of a small-file burst
     /// those two took about two thirds of CREATE's time in the daemon (a rename in
     /// a directory of thousands of names). The rest are reopened by name.
-    static let openLimit = 256
+    /// ``DescriptorBudget/openSpares``: 256 unless the descriptor table is small.
+    let openLimit: Int
     /// A directory's spares are topped up in the background, ahead of demand, to
     /// `readyHigh` once fewer than `readyLow` are left (and while fewer than
     /// `openLimit` are open). Without that, a burst of new files makes a new inode
@@ -61,6 +62,10 @@ final class SpareWorkingCopies: Sendable {
     }
 
     private let pool = Mutex(Pool())
+
+    init(openLimit: Int) {
+        self.openLimit = openLimit
+    }
     /// Spare names are unique to this daemon: an open spare becomes a working copy
     /// under its own name, and a successor taking over after a crash must never park
     /// a file over a working copy it adopted from the journal.
@@ -107,7 +112,7 @@ final class SpareWorkingCopies: Sendable {
             return
         }
         let keepOpen = pool.withLock { pool -> Bool in
-            guard pool.open < Self.openLimit else { return false }
+            guard pool.open < openLimit else { return false }
             pool.open += 1
             return true
         }
@@ -135,7 +140,7 @@ final class SpareWorkingCopies: Sendable {
                 if spare.fd >= 0 { pool.open -= 1 }
             }
             var fill: UInt64?
-            if pool.byDirectory[directory, default: []].count < Self.readyLow, pool.open < Self.openLimit,
+            if pool.byDirectory[directory, default: []].count < Self.readyLow, pool.open < openLimit,
                pool.filling.insert(directory).inserted {
                 fill = pool.generation[directory, default: 0]
             }
@@ -156,7 +161,7 @@ final class SpareWorkingCopies: Sendable {
         while true {
             let path: String? = pool.withLock { pool in
                 guard pool.byDirectory[directory, default: []].count < Self.readyHigh,
-                      pool.count < Self.limit, pool.open < Self.openLimit else { return nil }
+                      pool.count < Self.limit, pool.open < openLimit else { return nil }
                 pool.serial += 1
                 pool.count += 1
                 pool.open += 1

@@ -51,6 +51,18 @@ extension VolumeFileSystem {
     /// RELEASE is asynchronous, so a truncate or write right after close can
     /// arrive before it.
     private func workingCopy(_ ino: UInt64) throws -> (CacheFile, Manifest?) {
+        do {
+            return try openWorkingCopy(ino)
+        } catch let error as FuseError where error.errno == EMFILE || error.errno == ENFILE {
+            // The descriptors are held by working copies of closed files, waiting for
+            // a commit (a burst of new files outran the commits): one now retires
+            // them, and the write goes on instead of failing.
+            try writeback.commitAndWait()
+            return try openWorkingCopy(ino)
+        }
+    }
+
+    private func openWorkingCopy(_ ino: UInt64) throws -> (CacheFile, Manifest?) {
         try attachClean(ino)
         return try lock.withLock {
             let node = try node(ino)
@@ -299,7 +311,7 @@ extension VolumeFileSystem {
             return dirty
         }
         // Commit on close, in the background: close(2) does not wait for the store.
-        if dirty { writeback.requestCommit() }
+        if dirty { writeback.requestCommit(urgent: cache.workingCopiesOpen >= cache.descriptors.commitEarly) }
     }
 
     /// A clean working copy of a closed file joins the node cache as the clean copy of

@@ -27,6 +27,8 @@ final class Writeback: @unchecked Sendable {
     private var interval: Duration
     /// fsync/fsyncdir callers waiting for a commit (they are never delayed).
     private var waiters = 0
+    /// A close asked for its commit without the coalescing window (descriptors).
+    private var urgent = false
     private var lastCommitEnd = Date.distantPast
     /// Commits asked for by close(2) start at most this often: a burst of closes
     /// (untar, a build, a metadata benchmark) becomes one commit per window instead
@@ -63,11 +65,15 @@ final class Writeback: @unchecked Sendable {
     /// committer is coalescing (it wakes at the end of the window) or committing (it
     /// looks again afterwards). A burst of closes would otherwise wake it once per
     /// file, a context switch each on the cores the closing application needs.
-    func requestCommit() {
+    /// `urgent` (working copies are using up the descriptor budget) ends the
+    /// coalescing window now: the commit retires them.
+    func requestCommit(urgent: Bool = false) {
         condition.lock()
         let pending = requested != completed
         requested += 1
-        if !pending { condition.broadcast() }
+        let wake = !pending || (urgent && !self.urgent)
+        if urgent { self.urgent = true }
+        if wake { condition.broadcast() }
         condition.unlock()
     }
 
@@ -114,12 +120,13 @@ final class Writeback: @unchecked Sendable {
                 let deadline = since.addingTimeInterval(max(0.05, seconds))
                 if deadline <= Date() || !condition.wait(until: deadline) { break }
             }
-            while !stopping && waiters == 0 {
+            while !stopping && waiters == 0 && !urgent {
                 let ready = lastCommitEnd.addingTimeInterval(Self.closeCoalescing)
                 if ready <= Date() || !condition.wait(until: ready) { break }
             }
             let target = requested
             let stop = stopping
+            urgent = false
             condition.unlock()
 
             var failure: (any Error)?

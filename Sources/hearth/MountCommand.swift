@@ -86,6 +86,8 @@ struct MountCommand: AsyncParsableCommand {
             throw ValidationError("no volume \(volume.debugDescription) in \(try options.location)")
         }
         let cacheDirectory = cacheDir ?? Self.defaultCacheDirectory()
+        // Before the cache sizes its descriptor budget from the limit.
+        DescriptorBudget.raiseSoftLimit()
         let cache = try NodeCache(directory: cacheDirectory, limitBytes: try Console.parseBytes(cacheSize))
         var config = VolumeConfiguration(volumeID: record.id, capacityBytes: record.capacityBytes)
         config.readOnly = readOnly

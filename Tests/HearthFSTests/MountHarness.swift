@@ -47,10 +47,12 @@ final class MountedVolume: @unchecked Sendable {
         }
     }
 
-    /// Starts the daemon and waits until the mount answers.
-    func start(extra: [String] = [], mountpoint mnt: String? = nil, cacheSize: String = "1GiB") throws {
+    /// Starts the daemon and waits until the mount answers. `launcher` runs it (e.g.
+    /// `prlimit` with its options and `--`).
+    func start(extra: [String] = [], mountpoint mnt: String? = nil, cacheSize: String = "1GiB", launcher: [String] = []) throws {
         try start(arguments: ["mount", "--store", "file://" + store, volumeID, mnt ?? mountpoint, "--cache-dir", cacheDir,
-                              "--cache-size", cacheSize, "--commit-interval", "1s", "--stats-file", statsFile] + extra, mountpoint: mnt)
+                              "--cache-size", cacheSize, "--commit-interval", "1s", "--stats-file", statsFile] + extra,
+                  mountpoint: mnt, launcher: launcher)
     }
 
     var statsFile: String { root + "/stats-\(mountpoint.hashValue & 0xffff).json" }
@@ -84,11 +86,12 @@ final class MountedVolume: @unchecked Sendable {
     }
 
     /// Starts the daemon with exactly `arguments` (the last is the mountpoint).
-    func start(arguments: [String], mountpoint mnt: String? = nil) throws {
+    func start(arguments: [String], mountpoint mnt: String? = nil, launcher: [String] = []) throws {
         let target = mnt ?? mountpoint
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = arguments
+        let command = launcher + [Self.binary] + arguments
+        p.executableURL = URL(fileURLWithPath: launcher.isEmpty ? Self.binary : "/usr/bin/env")
+        p.arguments = launcher.isEmpty ? arguments : command
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         process = p

@@ -94,4 +94,26 @@ struct SmallFileBurstTests {
         #expect(try readFile(v.path("first")) == Array("first".utf8))
         try v.stop()
     }
+
+    /// A burst of new files outrunning the commits, in a daemon allowed 256
+    /// descriptors (soft and hard): each closed file's working copy holds one until
+    /// a commit retires it, so 1,500 files written in a row once failed with EMFILE
+    /// past ~1,000 under a 1,024 limit. The writes now wait for that commit instead
+    /// (`DescriptorBudget`); every file must be whole, before and after a remount.
+    @Test(arguments: [[], ["--passthrough", "off"]])
+    func burstBeyondTheDescriptorLimitWaitsForCommitsInsteadOfFailing(extra: [String]) async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start(extra: extra, launcher: ["prlimit", "--nofile=256:256", "--"])
+        func content(_ i: Int) -> [UInt8] { Array("f\(i)".utf8) + patternBytes(i % 7 * 300, seed: UInt64(i)) }
+        try FileManager.default.createDirectory(atPath: v.path("many"), withIntermediateDirectories: false)
+        for i in 0..<1500 { try writeFile(v.path("many/f\(i)"), content(i)) }
+        for i in 0..<1500 { #expect(try readFile(v.path("many/f\(i)")) == content(i), "f\(i)") }
+
+        try v.stop()
+        try v.start(extra: extra)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: v.path("many")).count == 1500)
+        for i in 0..<1500 { #expect(try readFile(v.path("many/f\(i)")) == content(i), "f\(i) after remount") }
+        try v.stop()
+    }
 }
