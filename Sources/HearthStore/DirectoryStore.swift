@@ -136,21 +136,44 @@ public struct DirectoryStore: ObjectStore {
         if duplicate { unlink(tmp) }
     }
 
+    /// Up to this many objects, a flush fsyncs each and the directories it linked
+    /// them into; beyond, one `syncfs(2)` costs less than that many device flushes.
+    /// syncfs writes back the whole file system, and the store often shares it with
+    /// the node cache: a metadata burst's commit (a handful of trees, its small
+    /// files' chunks deduplicated) then forced the burst's working copies to disk
+    /// just before they were emptied for reuse, and with online discard each of
+    /// those truncates waited for a discard.
+    public static let individualSyncLimit = 64
+
     private func syncFlush() throws {
         let batch = pending.entries.withLock { $0 }
         guard !batch.isEmpty else { return }
-        try syncFileSystem()  // the temp files' data
+        let individually = batch.count <= Self.individualSyncLimit
+        // The temp files' data.
+        if individually {
+            for (key, tmp) in batch { try Self.fsyncFile(tmp, what: key) }
+        } else {
+            try syncFileSystem()
+        }
+        var parents = Set<String>()
         for (key, tmp) in batch {
             let final = objectsPath + "/" + key
-            try Self.makeDirectories((final as NSString).deletingLastPathComponent)
+            let parent = (final as NSString).deletingLastPathComponent
+            try Self.makeDirectories(parent)
+            parents.insert(parent)
             if link(tmp, final) != 0 && errno != EEXIST {
-                // A concurrent flush linked it (after its own syncfs) and removed the temp.
+                // A concurrent flush linked it (after its own sync) and removed the temp.
                 var st = stat()
                 if errno == ENOENT && stat(final, &st) == 0 { continue }
                 throw Self.posixError("link \(key)")
             }
         }
-        try syncFileSystem()  // the new directory entries
+        // The new directory entries.
+        if individually {
+            for parent in parents { try Self.fsyncDirectory(parent) }
+        } else {
+            try syncFileSystem()
+        }
         pending.entries.withLock { entries in
             for (key, tmp) in batch where entries[key] == tmp { entries[key] = nil }
         }
@@ -425,6 +448,16 @@ public struct DirectoryStore: ObjectStore {
         if mkdir(path, 0o755) != 0 && errno != EEXIST { throw posixError("mkdir \(path)") }
         // Make the new directory entry itself durable.
         if !parent.isEmpty { try? fsyncDirectory(parent) }
+    }
+
+    /// fsync of a file written and closed earlier (a pending temp file). A temp file
+    /// a concurrent flush linked and removed meanwhile is durable already.
+    static func fsyncFile(_ path: String, what key: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT { return }
+        guard fd >= 0 else { throw posixError("open \(key)") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw posixError("fsync \(key)") }
     }
 
     static func fsyncDirectory(_ path: String) throws {

@@ -118,6 +118,24 @@ struct ObjectStoreTests {
         #expect(temps.isEmpty)
     }
 
+    /// Deferred content reads back before the flush (from its temp file) and after it
+    /// is under its key with no temp file left, for a batch synced object by object
+    /// (a few) and one synced with syncfs (many).
+    @Test(arguments: [3, DirectoryStore.individualSyncLimit + 40])
+    func deferredContentAppearsWholeAtTheFlush(_ count: Int) async throws {
+        let root = temporaryDirectory()
+        let store = try DirectoryStore(root: root)
+        let objects = (0..<count).map { ("chunks/t\($0 % 7)/c\($0)", testBytes(100 + $0, seed: UInt64($0))) }
+        for (key, data) in objects { try await store.putContent(key, data: data) }
+        #expect(try await store.get(objects[0].0) == objects[0].1)
+        try await store.flush()
+        let stored = root.appendingPathComponent("objects").path
+        for (key, _) in objects { #expect(FileManager.default.fileExists(atPath: stored + "/" + key), "\(key) linked") }
+        for (key, data) in objects { #expect(try await store.get(key) == data, "\(key)") }
+        let temps = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("tmp").path)
+        #expect(temps.isEmpty, "temp files left: \(temps.count)")
+    }
+
     @Test func storeURLsParseAndRejectNonsense() throws {
         #expect(try StoreLocation("file:///var/x") == .directory("/var/x"))
         #expect(try StoreLocation("s3://bucket/pre/fix") == .s3(bucket: "bucket", prefix: "pre/fix/"))
