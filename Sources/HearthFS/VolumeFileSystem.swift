@@ -68,7 +68,7 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     var dirtyFiles = Set<UInt64>()
     var dirtyDirs = Set<UInt64>()
     var fileHandles: [UInt64: FileHandle] = [:]
-    var dirHandles: [UInt64: [DirectoryEntry]] = [:]
+    var dirHandles: [UInt64: DirectoryListing] = [:]
     var nextHandle: UInt64 = 1
     var head: (head: VolumeHead, etag: String)
     /// Sum of the sizes of linked files (what the quota limits).
@@ -533,24 +533,10 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         try withDirectory(ino) { dir in
             let handle = nextHandle
             nextHandle += 1
-            dirHandles[handle] = listing(dir)
+            dirHandles[handle] = DirectoryListing(dir)
             dir.opens += 1
             return OpenReply(handle: handle, flags: FuseOpenFlag.cacheDir)
         }
-    }
-
-    /// A directory's entries as a handle snapshots them (lock held).
-    func listing(_ dir: Inode) -> [DirectoryEntry] {
-        let ino = dir.ino
-        var entries = [DirectoryEntry(name: ".", ino: ino, type: dir.direntType, nextOffset: 1),
-                       DirectoryEntry(name: "..", ino: dir.parents.first ?? 1, type: dir.direntType, nextOffset: 2)]
-        entries.reserveCapacity(2 + (dir.children?.count ?? 0))
-        for (name, child) in dir.children ?? [:] {
-            // Files say their type themselves; other entries are asked.
-            guard let type = child.knownType ?? nodes[child.ino]?.direntType else { continue }
-            entries.append(DirectoryEntry(name: name, ino: child.ino, type: type, nextOffset: UInt64(entries.count + 1)))
-        }
-        return entries
     }
 
     /// After a takeover the kernel may read directory handles the dead daemon opened
@@ -561,39 +547,42 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         guard lock.withLock({ restoredSession && dirHandles[handle] == nil }) else { return }
         try withDirectory(node) { dir in
             if dirHandles[handle] == nil {
-                dirHandles[handle] = listing(dir)
+                dirHandles[handle] = DirectoryListing(dir)
                 dir.opens += 1
             }
         }
     }
 
-    public func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64) throws -> ArraySlice<DirectoryEntry> {
+    public func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
+                        add: (DirectoryEntry) -> Bool) throws {
         try rebuildDirectoryHandle(handle, node: node)
-        let entries = try lock.withLock {
-            guard let entries = dirHandles[handle] else { throw FuseError.badHandle }
-            return entries
+        let listing = try lock.withLock {
+            guard let listing = dirHandles[handle] else { throw FuseError.badHandle }
+            return listing
         }
-        return entries[min(Int(offset), entries.count)...]
+        // Files say their type in the entry; only other children need their node,
+        // and so the lock, each for a moment.
+        listing.entries(after: offset, typeOf: { child in lock.withLock { nodes[child.ino]?.direntType } }, add)
     }
 
     public func readdirplus(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
                             add: (DirectoryEntry, EntryReply) -> Bool) throws {
         try rebuildDirectoryHandle(handle, node: node)
         try lock.withLock {
-            guard let entries = dirHandles[handle] else { throw FuseError.badHandle }
-            var index = Int(offset)
-            while index < entries.count {
-                let e = entries[index]
-                index += 1
-                guard let child = nodes[e.ino] else { continue }
+            guard let listing = dirHandles[handle] else { throw FuseError.badHandle }
+            listing.entries(after: offset, typeOf: { nodes[$0.ino]?.direntType }) { e in
+                // A child gone since OPENDIR is passed over (its type is still known
+                // when it was a file), keeping its offset.
+                guard let child = nodes[e.ino] else { return true }
                 // "." and ".." are not lookups for the kernel; everything else is.
                 let dots = e.name == "." || e.name == ".."
                 let reply = dots ? EntryReply(attributes: child.attributes, entryTimeoutNs: 0, attrTimeoutNs: 0) : entry(child)
                 if !dots { journal(.entry(node, e.name, e.ino)) }
                 if !add(e, reply) {
                     if !dots { child.lookups -= 1 }
-                    return
+                    return false
                 }
+                return true
             }
         }
     }

@@ -33,9 +33,11 @@ public protocol FileSystemHandler: Sendable {
     func release(_ ctx: RequestContext, node: UInt64, handle: UInt64, flags: UInt32)
     func fsync(_ ctx: RequestContext, node: UInt64, handle: UInt64, dataOnly: Bool) throws
     func opendir(_ ctx: RequestContext, node: UInt64, flags: UInt32) throws -> OpenReply
-    /// Entries starting after cookie `offset`, as many as the handler has: the session
-    /// encodes what fits in the reply (a slice of the handle's listing, no copy).
-    func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64) throws -> ArraySlice<DirectoryEntry>
+    /// Entries after cookie `offset`, handed to `add` until it returns false (the
+    /// reply is full) or they run out: the session stores each straight into the
+    /// reply, so a listing needs no array of its own.
+    func readdir(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
+                 add: (DirectoryEntry) -> Bool) throws
     /// Like readdir, with attributes; every entry added counts as a lookup.
     func readdirplus(_ ctx: RequestContext, node: UInt64, handle: UInt64, offset: UInt64,
                      add: (DirectoryEntry, EntryReply) -> Bool) throws

@@ -191,4 +191,42 @@ struct PosixSemanticsTests {
         #expect(types() == expected, "listed from the committed tree")
         try v.stop()
     }
+
+    /// A directory stream sent back to a remembered position (telldir/seekdir) and
+    /// rewound after the directory changed. The kernel serves the seek from its
+    /// cached listing; the rewind, with the directory changed, drops that cache and
+    /// asks the daemon again from the start, behind where the handle's listing
+    /// (`DirectoryListing`, walked as READDIR asks) had got to. Nothing may be lost
+    /// or repeated either way.
+    @Test func directoryStreamResumesAtARememberedPositionAfterAChange() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        try v.start()
+        try FileManager.default.createDirectory(atPath: v.path("d"), withIntermediateDirectories: false)
+        let files = Set((0..<3000).map { "file-\($0)" })
+        for name in files { try writeFile(v.path("d/" + name), []) }
+        guard let stream = opendir(v.path("d")) else { throw HarnessError("opendir: \(String(cString: strerror(errno)))") }
+        func next(_ count: Int = .max) -> [String] {
+            var names: [String] = []
+            while names.count < count, let e = readdir(stream) {
+                names.append(withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) })
+            }
+            return names
+        }
+        let head = next(1200)
+        let mark = telldir(stream)
+        let tail = next()
+        #expect(head.count + tail.count == files.count + 2, "every entry once: \(head.count) + \(tail.count)")
+        #expect(Set(head + tail) == files.union([".", ".."]))
+
+        try writeFile(v.path("d/added-meanwhile"), [])
+        seekdir(stream, mark)
+        #expect(next() == tail, "the same entries after the remembered position")
+        rewinddir(stream)
+        let again = next()
+        #expect(Set(again).isSuperset(of: files) && again.count == Set(again).count, "no entry repeated after rewinddir")
+        // Closed before the daemon stops: an open directory keeps the mount busy.
+        closedir(stream)
+        try v.stop()
+    }
 }
