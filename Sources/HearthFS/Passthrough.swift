@@ -256,6 +256,7 @@ extension VolumeFileSystem {
     /// Refreshes every file with a writable passthrough open (lock held): the
     /// committer (`.whenDue`) before taking dirty state, a snapshot's commit (`.now`).
     func refreshPassthroughWriters(take: BackingTake = .whenDue) {
+        guard !sessionOver else { return }
         for ino in passthroughWriters {
             if let node = nodes[ino] { refreshFromBacking(node, take: take) }
         }

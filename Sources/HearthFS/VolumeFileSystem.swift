@@ -91,6 +91,9 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     var journalLog: Journal?
     /// This daemon took a live session over: handles it never issued may arrive.
     var restoredSession = false
+    /// The kernel has dropped the connection and ``shutdown()`` has taken every
+    /// passthrough writer's bytes: nothing can write through a backing file any more.
+    var sessionOver = false
 
     struct FileHandle {
         var ino: UInt64
@@ -142,8 +145,17 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
     /// copy becomes the clean cache copy its last close would have made it, so a
     /// restarted daemon reads those bytes locally (and in passthrough) instead of
     /// fetching them again.
+    ///
+    /// Later looks at the writers are no-ops (`sessionOver`): SIGTERM's early commit
+    /// (MountCommand) runs on a thread of its own, and when a loaded machine started
+    /// that thread late, its look re-marked such a file dirty after the final commit
+    /// had taken it, so the file was not retired and the restarted daemon found no
+    /// cached copy of bytes it had just written.
     public func shutdown() throws {
-        lock.withLock { refreshPassthroughWriters(take: .now) }
+        lock.withLock {
+            refreshPassthroughWriters(take: .now)
+            sessionOver = true
+        }
         defer { retireWorkingCopiesAfterSession() }
         try writeback.stop()
     }
