@@ -66,6 +66,7 @@ final class SpareWorkingCopies: Sendable {
     init(openLimit: Int) {
         self.openLimit = openLimit
     }
+
     /// Spare names are unique to this daemon: an open spare becomes a working copy
     /// under its own name, and a successor taking over after a crash must never park
     /// a file over a working copy it adopted from the journal.

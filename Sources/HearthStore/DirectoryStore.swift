@@ -453,18 +453,19 @@ public struct DirectoryStore: ObjectStore {
     /// fsync of a file written and closed earlier (a pending temp file). A temp file
     /// a concurrent flush linked and removed meanwhile is durable already.
     static func fsyncFile(_ path: String, what key: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 && errno == ENOENT { return }
-        guard fd >= 0 else { throw posixError("open \(key)") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw posixError("fsync \(key)") }
+        try syncPath(path, flags: 0, what: key, missingIsDone: true)
     }
 
     static func fsyncDirectory(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw posixError("open directory \(path)") }
+        try syncPath(path, flags: O_DIRECTORY, what: "directory \(path)", missingIsDone: false)
+    }
+
+    private static func syncPath(_ path: String, flags: Int32, what: String, missingIsDone: Bool) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | flags)
+        if fd < 0 && errno == ENOENT && missingIsDone { return }
+        guard fd >= 0 else { throw posixError("open \(what)") }
         defer { close(fd) }
-        guard fsync(fd) == 0 else { throw posixError("fsync directory \(path)") }
+        guard fsync(fd) == 0 else { throw posixError("fsync \(what)") }
     }
 
     static func readFully(fd: Int32, offset: Int64, count: Int, key: String) throws -> Data {
