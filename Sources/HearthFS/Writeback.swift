@@ -285,6 +285,9 @@ extension VolumeFileSystem {
         let stats = cache.stats
         return try blocking {
             var results: [(UInt64, Manifest, ContentHash)] = []
+            // Small files' chunks and every manifest go to the store in batches:
+            // one call per object cost a thread hop each, two per file of a burst.
+            var batch = ContentBatch()
             for upload in uploads {
                 let size = upload.size
                 let cs = upload.base?.chunkSize ?? upload.work?.chunkSize ?? chunkSize
@@ -297,8 +300,9 @@ extension VolumeFileSystem {
                     // Done here rather than in a child task, which would hop to
                     // another thread and back for every file of a burst of small ones.
                     if dirty.count == 1 {
-                        let (index, hash, bytes) = try await Self.upload(chunk: dirty[0], of: work, size: size,
-                                                                         previous: hashes[dirty[0]], to: content)
+                        let index = dirty[0]
+                        let (hash, bytes) = try Self.stage(chunk: index, of: work, size: size,
+                                                           previous: hashes[index], into: &batch)
                         hashes[index] = hash
                         stats.add(uploaded: Int64(bytes))
                     } else {
@@ -320,10 +324,29 @@ extension VolumeFileSystem {
                     }
                 }
                 let manifest = Manifest(size: size, chunkSize: cs, chunks: hashes)
-                results.append((upload.ino, manifest, try await content.putManifest(manifest)))
+                let encoded = manifest.encoded()
+                let hash = ContentHash.of(encoded)
+                batch.add(.manifest, encoded, hash: hash)
+                results.append((upload.ino, manifest, hash))
+                if batch.isFull {
+                    try await content.put(batch)
+                    batch = ContentBatch()
+                }
             }
+            try await content.put(batch)
             return results
         }
+    }
+
+    /// Reads and hashes one chunk of a working copy into `batch`: (hash, bytes to
+    /// upload). Unchanged and all-zero chunks add nothing.
+    private static func stage(chunk index: Int, of work: CacheFile, size: Int64, previous: ContentHash,
+                              into batch: inout ContentBatch) throws -> (ContentHash, Int) {
+        let data = try work.readChunk(index, size: size)
+        if isAllZero(data) { return (.zero, 0) }
+        let hash = ContentHash.of(data)
+        if hash == previous { return (previous, 0) }
+        return (hash, batch.add(.chunk, data, hash: hash) ? data.count : 0)
     }
 
     /// Reads, hashes and stores one chunk of a working copy: (index, hash, bytes

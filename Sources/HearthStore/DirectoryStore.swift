@@ -79,6 +79,11 @@ public struct DirectoryStore: ObjectStore {
         try await offload { try syncPutContent(key, data: data) }
     }
 
+    /// The whole batch in one trip to an I/O thread.
+    public func putContents(_ objects: [ContentObject]) async throws {
+        try await offload { for object in objects { try syncPutContent(object.key, data: object.data) } }
+    }
+
     public func flush() async throws {
         try await offload { try syncFlush() }
     }

@@ -40,6 +40,12 @@ public protocol ObjectStore: Sendable {
     /// that is not durable.
     func putContent(_ key: String, data: Data) async throws
 
+    /// Stores many content-addressed objects, each as ``putContent(_:data:)`` would.
+    /// A commit of a burst of small files has two objects per file (chunk and
+    /// manifest); one call for a batch of them lets a backend pay its per-call
+    /// cost once (the directory backend's hop to an I/O thread and back).
+    func putContents(_ objects: [ContentObject]) async throws
+
     /// Makes every earlier ``putContent(_:data:)`` durable and visible to all.
     func flush() async throws
 
@@ -76,6 +82,22 @@ extension ObjectStore {
                 }
             } catch StoreError.notFound {
                 try await put(key, data: data, condition: .ifAbsent)  // collected meanwhile: store it again
+            }
+        }
+    }
+
+    /// Up to 8 objects in flight, as the write-back's own chunk uploads.
+    public func putContents(_ objects: [ContentObject]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0
+            func launch() {
+                let object = objects[next]
+                next += 1
+                group.addTask { try await putContent(object.key, data: object.data) }
+            }
+            while next < objects.count && next < 8 { launch() }
+            while try await group.next() != nil {
+                if next < objects.count { launch() }
             }
         }
     }

@@ -136,6 +136,37 @@ struct ObjectStoreTests {
         #expect(temps.isEmpty, "temp files left: \(temps.count)")
     }
 
+    /// A batch keeps each name once, says when it is full, and every object it
+    /// held reads back verified after the flush, including one stored before it
+    /// and one added twice.
+    @Test(arguments: Backend.allCases)
+    func contentBatchStoresEachObjectOnce(_ backend: Backend) async throws {
+        let content = ContentStore(try await backend.makeStore())
+        let earlier = try await content.put(.chunk, Data("stored before".utf8))
+        var batch = ContentBatch()
+        var expected: [(ContentHash, Data)] = []
+        for i in 0..<(ContentBatch.maxObjects - 1) {
+            let data = testBytes(50 + i, seed: UInt64(i))
+            let hash = ContentHash.of(data)
+            let added = batch.add(.chunk, data, hash: hash)
+            #expect(added)
+            expected.append((hash, data))
+        }
+        #expect(!batch.isFull)
+        let again = batch.add(.chunk, expected[7].1, hash: expected[7].0)
+        #expect(!again, "a name already in the batch")
+        let stored = batch.add(.chunk, Data("stored before".utf8), hash: earlier)
+        #expect(stored)
+        #expect(batch.isFull && batch.objects.count == ContentBatch.maxObjects)
+        try await content.put(batch)
+        try await content.objects.flush()
+        for (hash, data) in expected { #expect(try await content.get(.chunk, hash) == data) }
+        #expect(try await content.get(.chunk, earlier) == Data("stored before".utf8))
+        var big = ContentBatch()
+        big.add(.chunk, Data(count: ContentBatch.maxBytes), hash: ContentHash.of(Data(count: ContentBatch.maxBytes)))
+        #expect(big.isFull, "the byte bound")
+    }
+
     @Test func storeURLsParseAndRejectNonsense() throws {
         #expect(try StoreLocation("file:///var/x") == .directory("/var/x"))
         #expect(try StoreLocation("s3://bucket/pre/fix") == .s3(bucket: "bucket", prefix: "pre/fix/"))
