@@ -89,7 +89,9 @@ final class SpareWorkingCopies: Sendable {
     /// it) and keeps it as a spare; unlinks it when the pool is full or the rename
     /// fails.
     func park(path: String, fd: Int32) {
-        let directory = (path as NSString).deletingLastPathComponent
+        // Cache paths are absolute and normalised: the parent is everything before
+        // the last slash (NSString's path methods showed up in the commit's profile).
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ""
         let spare: String? = pool.withLock { pool in
             guard pool.count < Self.limit else { return nil }
             pool.serial += 1

@@ -109,7 +109,7 @@ public struct Tree: Sendable, Hashable {
         w.u8(Self.version)
         w.varint(entries.count)
         for e in entries {
-            w.lengthPrefixed(Array(e.name.utf8))
+            w.lengthPrefixed(e.name.utf8)
             w.u8(e.kind.rawValue)
             w.varint(UInt64(e.mode))
             w.varint(UInt64(e.uid))
@@ -121,11 +121,11 @@ public struct Tree: Sendable, Hashable {
             w.signed(e.ctimeNs)
             w.varint(e.inode)
             w.varint(UInt64(e.nlink))
-            w.lengthPrefixed(Array((e.symlinkTarget ?? "").utf8))
+            w.lengthPrefixed((e.symlinkTarget ?? "").utf8)
             let xattrs = e.xattrs.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
             w.varint(xattrs.count)
             for (name, value) in xattrs {
-                w.lengthPrefixed(Array(name.utf8))
+                w.lengthPrefixed(name.utf8)
                 w.lengthPrefixed(value)
             }
             if let child = e.child {
