@@ -14,8 +14,8 @@ public struct ContentObject: Sendable {
 /// Content objects gathered for one store call, each name once.
 ///
 /// A burst of small files commits two tiny objects per file; stored one call each,
-/// the directory backend paid a thread hop per object, and identical files (empty
-/// markers, lock files, generated stubs) stored the same bytes again and again.
+/// the directory backend paid a thread hop per object, and identical files (lock
+/// files, generated stubs) sent the same object again and again.
 /// The batch keeps each name once and says when it has grown enough to send, so
 /// the bytes it holds stay bounded.
 public struct ContentBatch: Sendable {
