@@ -20,9 +20,8 @@ import Glibc
 ///
 /// Only used when the daemon has an fd keeper (`--keeper-socket`); a plain
 /// `hearth mount` pays nothing.
-final class Journal: @unchecked Sendable {
-    // @unchecked: `fd` is fixed at init; appends are single write(2)s with O_APPEND,
-    // which the kernel serialises; the encoder is used under VolumeFileSystem's lock.
+final class Journal: Sendable {
+    // Appends are single write(2)s with O_APPEND, which the kernel serialises.
     let path: String
     private let fd: Int32
 
@@ -35,7 +34,7 @@ final class Journal: @unchecked Sendable {
     deinit { close(fd) }
 
     func append(_ record: JournalRecord) {
-        var line = (try? JSONEncoder().encode(record)) ?? Data()
+        var line = record.jsonLine
         line.append(0x0a)
         _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
@@ -48,9 +47,10 @@ final class Journal: @unchecked Sendable {
     }
 }
 
-/// One journal line. `op` says which fields are set.
-struct JournalRecord: Codable {
-    enum Op: String, Codable {
+/// One journal line. `op` says which fields are set. Written by ``jsonLine``,
+/// read with `JSONDecoder`: the field names are the format.
+struct JournalRecord: Codable, Equatable {
+    enum Op: String, Codable, CaseIterable {
         /// `name` in directory `parent` is node `ino` (lookup, create, link, rename).
         case entry
         /// Node `ino` (first linked in `parent`) has attributes `attrs`.
@@ -83,7 +83,7 @@ struct JournalRecord: Codable {
 }
 
 /// A node's attributes as the journal records them.
-struct NodeAttributes: Codable {
+struct NodeAttributes: Codable, Equatable {
     var kind: UInt8
     var mode: UInt32
     var uid: UInt32
