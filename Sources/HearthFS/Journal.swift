@@ -49,8 +49,8 @@ final class Journal: Sendable {
 
 /// One journal line. `op` says which fields are set. Written by ``jsonLine``,
 /// read with `JSONDecoder`: the field names are the format.
-struct JournalRecord: Codable, Equatable {
-    enum Op: String, Codable, CaseIterable {
+struct JournalRecord: Codable {
+    enum Op: String, Codable {
         /// `name` in directory `parent` is node `ino` (lookup, create, link, rename).
         case entry
         /// Node `ino` (first linked in `parent`) has attributes `attrs`.
@@ -83,7 +83,7 @@ struct JournalRecord: Codable, Equatable {
 }
 
 /// A node's attributes as the journal records them.
-struct NodeAttributes: Codable, Equatable {
+struct NodeAttributes: Codable {
     var kind: UInt8
     var mode: UInt32
     var uid: UInt32

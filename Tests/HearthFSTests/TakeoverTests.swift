@@ -173,6 +173,43 @@ struct TakeoverTests {
         try mount.volume.stop()
     }
 
+    /// Names the journal's JSON must escape (quote, backslash, newline, control
+    /// characters) and non-ASCII ones, created just before a kill: every line of
+    /// the journal parses as JSON and carries the names unchanged, and the
+    /// successor, which rebuilt its namespace from those lines, lists them all, with
+    /// a symlink's target and a file's bytes intact.
+    @Test func namesThatNeedEscapingSurviveAKill() async throws {
+        let mount = try await Supervised()
+        defer { mount.cleanup() }
+        let dir = mount.volume.mountpoint + "/names"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        let names = ["quote\"d", "back\\slash", "new\nline", "tab\tand\u{1}ctl\u{1f}", "ünïcødé 文件 🗂", "del\u{7f}", "plain"]
+        for (i, name) in names.enumerated() {
+            #expect(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data("file \(i)\n".utf8)))
+        }
+        let target = "../names/quote\"d \\ \n"
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: target)
+        _ = try await mount.killDaemon()
+
+        let journal = mount.volume.cacheDir + "/sessions/\(mount.volume.volumeID)/journal.log"
+        let lines = try Data(contentsOf: URL(fileURLWithPath: journal)).split(separator: 0x0a)
+        var journaled = Set<String>()
+        for line in lines {
+            let record = try #require(try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                                      "not JSON: \(String(decoding: line, as: UTF8.self))")
+            if let name = record["name"] as? String { journaled.insert(name) }
+        }
+        #expect(journaled.isSuperset(of: names + ["link"]), "journaled: \(journaled.sorted())")
+
+        let listed = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(Set(listed) == Set(names + ["link"]), "after the kill: \(listed)\n\(mount.log)")
+        for (i, name) in names.enumerated() {
+            #expect(try String(contentsOfFile: dir + "/" + name, encoding: .utf8) == "file \(i)\n", "\(name)")
+        }
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/link") == target)
+        try await mount.stop()
+    }
+
     /// The daemon killed again and again under fio with verification (10 times, or
     /// HEARTH_RECOVERY_KILLS: e2e/bench/recovery.sh runs 20 for the pause table).
     @Test func repeatedKillsUnderFio() async throws {
