@@ -125,17 +125,20 @@ extension VolumeFileSystem {
         // manifest on its committed chunks, so it needs them loaded whether or not
         // there is a working copy (without, it would commit zeros). Working
         // copies hold the bytes written since the last commit.
-        for ino in replayedFiles {
-            guard let node = lock.withLock({ nodes[ino] }), node.kind == .file else { continue }
-            let path = workPaths[ino]
-            // Without a working copy, a manifest already loaded is the committed one.
-            let manifest: Manifest?
-            if let hash = lock.withLock({ path == nil && node.manifest != nil ? nil : node.child }) {
-                let content = self.content
-                do { manifest = try blocking { try await content.manifest(hash) } } catch { throw fuseError(error) }
-            } else {
-                manifest = nil
+        // Each committed manifest is loaded once, all in one trip to the store (a
+        // burst of small files journals thousands of files, often with one manifest).
+        var needed: [(node: Inode, path: String?, hash: ContentHash?)] = []
+        lock.withLock {
+            for ino in replayedFiles {
+                guard let node = nodes[ino], node.kind == .file else { continue }
+                let path = workPaths[ino]
+                // Without a working copy, a manifest already loaded is the committed one.
+                needed.append((node, path, path == nil && node.manifest != nil ? nil : node.child))
             }
+        }
+        let manifests = try loadManifests(Set(needed.compactMap(\.hash)))
+        for (node, path, hash) in needed {
+            let manifest = hash.flatMap { manifests[$0] }
             guard let path else {
                 if let manifest { lock.withLock { node.manifest = manifest } }
                 continue
@@ -202,6 +205,33 @@ extension VolumeFileSystem {
 
     /// Re-attaches a passthrough open of `node` whose backing id the kernel still
     /// holds (lock held): the working copy if the file has one, else its clean copy.
+    /// The manifests named `hashes`, read 8 at a time; any failure fails the restore.
+    private func loadManifests(_ hashes: Set<ContentHash>) throws -> [ContentHash: Manifest] {
+        guard !hashes.isEmpty else { return [:] }
+        let content = self.content, wanted = Array(hashes)
+        do {
+            return try blocking {
+                try await withThrowingTaskGroup(of: (ContentHash, Manifest).self) { group in
+                    var next = 0
+                    func launch() {
+                        let hash = wanted[next]
+                        next += 1
+                        group.addTask { (hash, try await content.manifest(hash)) }
+                    }
+                    while next < wanted.count && next < 8 { launch() }
+                    var loaded: [ContentHash: Manifest] = [:]
+                    while let (hash, manifest) = try await group.next() {
+                        loaded[hash] = manifest
+                        if next < wanted.count { launch() }
+                    }
+                    return loaded
+                }
+            }
+        } catch {
+            throw fuseError(error)
+        }
+    }
+
     private func restorePassthrough(_ node: Inode, id: Int32) {
         if var state = node.passthrough {
             state.opens += 1
