@@ -43,7 +43,9 @@ final class Journal: Sendable {
     static func read(_ path: String) -> [JournalRecord] {
         guard let data = FileManager.default.contents(atPath: path) else { return [] }
         let decoder = JSONDecoder()
-        return data.split(separator: 0x0a).compactMap { try? decoder.decode(JournalRecord.self, from: Data($0)) }
+        return data.split(separator: 0x0a).compactMap { line in
+            line.withUnsafeBytes { JournalRecord(jsonLine: $0) } ?? (try? decoder.decode(JournalRecord.self, from: Data(line)))
+        }
     }
 }
 
