@@ -18,6 +18,10 @@ public enum MetricsServer {
         let application = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "hearth-metrics"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) }, logger: logger)
-        try await application.runService()
+        // No signals of its own: the plugin's TerminationSignals handle SIGTERM and
+        // cancel this task. With Hummingbird's default, swift-service-lifecycle took
+        // SIGTERM for the metrics server alone, and now and then the plugin never
+        // saw it (`hearth serve --metrics-listen` stayed up after SIGTERM).
+        try await application.runService(gracefulShutdownSignals: [])
     }
 }
