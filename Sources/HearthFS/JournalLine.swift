@@ -1,3 +1,5 @@
+import HearthStore
+
 /// The JSON line of a ``JournalRecord``, written by hand.
 ///
 /// The journal is written under the namespace lock before every reply that makes
@@ -87,27 +89,16 @@ private struct JSONLine {
         quoted(value)
     }
 
-    /// A JSON string: quote, backslash and control characters escaped; the rest
-    /// as UTF-8, which JSON allows unescaped.
+    /// A JSON string literal (``JSONStringEscaping``).
     private mutating func quoted(_ value: String) {
         bytes.append(UInt8(ascii: "\""))
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                bytes.append(UInt8(ascii: "\\"))
-                bytes.append(byte)
-            case 0..<0x20:
-                bytes.append(contentsOf: "\\u00".utf8)
-                bytes.append(Self.hexDigits[Int(byte >> 4)])
-                bytes.append(Self.hexDigits[Int(byte & 0xf)])
-            default:
-                bytes.append(byte)
-            }
+        if JSONStringEscaping.needsEscaping(value.utf8) {
+            bytes.append(contentsOf: JSONStringEscaping.escaped(value))
+        } else {
+            bytes.append(contentsOf: value.utf8)
         }
         bytes.append(UInt8(ascii: "\""))
     }
-
-    private static let hexDigits = Array("0123456789abcdef".utf8)
 }
 
 /// Reading lines back: a successor replays the whole journal before it answers

@@ -1,3 +1,4 @@
+import HearthStore
 import NIOCore
 
 extension HostPriority {
@@ -25,38 +26,17 @@ extension HostPriority {
         return buffer
     }
 
-    /// A JSON string literal: `"` and `\` escaped, control characters as `\u00XX`,
-    /// everything else (UTF-8 included) as is.
+    /// A JSON string literal (``JSONStringEscaping``).
     static func writeJSONString(_ string: String, into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(ascii: "\""))
         // Node names never need escaping: one copy instead of a write per byte.
         var string = string
         let plain = string.withUTF8 { bytes in
-            guard !bytes.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else { return false }
+            guard !JSONStringEscaping.needsEscaping(bytes) else { return false }
             buffer.writeBytes(bytes)
             return true
         }
-        if plain {
-            buffer.writeInteger(UInt8(ascii: "\""))
-            return
-        }
-        for byte in string.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                buffer.writeInteger(UInt8(ascii: "\\"))
-                buffer.writeInteger(byte)
-            case 0..<0x20:
-                buffer.writeStaticString("\\u00")
-                buffer.writeInteger(hexDigit(byte >> 4))
-                buffer.writeInteger(hexDigit(byte & 0xf))
-            default:
-                buffer.writeInteger(byte)
-            }
-        }
+        if !plain { buffer.writeBytes(JSONStringEscaping.escaped(string)) }
         buffer.writeInteger(UInt8(ascii: "\""))
-    }
-
-    private static func hexDigit(_ value: UInt8) -> UInt8 {
-        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
     }
 }
