@@ -210,6 +210,31 @@ struct TakeoverTests {
         try await mount.stop()
     }
 
+    /// Small files committed and retired before a kill, and new ones written into
+    /// their emptied copies after it: a retired copy is emptied under the name the
+    /// journal gave it (no rename), so the journal must say it is retired before
+    /// that, or the successor takes an empty file, or another file's bytes, for the
+    /// committed file's working copy.
+    @Test func filesRetiredBeforeAKillKeepTheirBytes() async throws {
+        let mount = try await Supervised()
+        defer { mount.cleanup() }
+        let dir = mount.volume.mountpoint + "/retired"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        func bytes(_ i: Int) -> Data { Data("file \(i) ".utf8 + Array(repeating: UInt8(65 + i % 26), count: i % 97)) }
+        for i in 0..<300 { #expect(FileManager.default.createFile(atPath: dir + "/f\(i)", contents: bytes(i))) }
+        // fsync of the directory waits for a commit: every copy above is retired.
+        let fd = open(dir, O_RDONLY)
+        #expect(fd >= 0 && fsync(fd) == 0)
+        close(fd)
+        for i in 300..<600 { #expect(FileManager.default.createFile(atPath: dir + "/f\(i)", contents: bytes(i))) }
+        _ = try await mount.killDaemon()
+
+        for i in 0..<600 {
+            #expect(FileManager.default.contents(atPath: dir + "/f\(i)") == bytes(i), "f\(i) after the kill\n\(mount.log)")
+        }
+        try await mount.stop()
+    }
+
     /// The daemon killed again and again under fio with verification (10 times, or
     /// HEARTH_RECOVERY_KILLS: e2e/bench/recovery.sh runs 20 for the pause table).
     @Test func repeatedKillsUnderFio() async throws {
