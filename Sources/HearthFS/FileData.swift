@@ -316,8 +316,6 @@ extension VolumeFileSystem {
 
     /// A clean working copy of a closed file joins the node cache as the clean copy of
     /// its committed version, so reopening it reads local bytes (lock held).
-    /// The caller journals `node` (``journalNodes(_:)``) before it drains the
-    /// releases: the copy may be emptied under the name the journal last gave it.
     func retireWorkingCopy(_ node: Inode) {
         guard let work = node.work else { return }
         node.work = nil
@@ -342,7 +340,6 @@ extension VolumeFileSystem {
     /// (see ``shutdown()``) and retires each working copy the store holds all of.
     func retireWorkingCopiesAfterSession() {
         lock.withLock {
-            var retired: [Inode] = []
             for node in nodes.values where node.work != nil || node.clean != nil || node.passthrough != nil {
                 if let state = node.passthrough {
                     cache.close(state.file)
@@ -354,11 +351,9 @@ extension VolumeFileSystem {
                 }
                 if let work = node.work, !dirtyFiles.contains(node.ino), node.committing == 0, !work.isDirty {
                     retireWorkingCopy(node)
-                    retired.append(node)
                 }
             }
             passthroughWriters.removeAll()
-            journalNodes(retired)
         }
         drainCacheReleases()
     }
