@@ -211,21 +211,10 @@ extension VolumeFileSystem {
         let content = self.content, wanted = Array(hashes)
         do {
             return try blocking {
-                try await withThrowingTaskGroup(of: (ContentHash, Manifest).self) { group in
-                    var next = 0
-                    func launch() {
-                        let hash = wanted[next]
-                        next += 1
-                        group.addTask { (hash, try await content.manifest(hash)) }
-                    }
-                    while next < wanted.count && next < 8 { launch() }
-                    var loaded: [ContentHash: Manifest] = [:]
-                    while let (hash, manifest) = try await group.next() {
-                        loaded[hash] = manifest
-                        if next < wanted.count { launch() }
-                    }
-                    return loaded
-                }
+                var loaded: [ContentHash: Manifest] = [:]
+                try await forEachConcurrently(wanted, limit: 8, { hash in (hash, try await content.manifest(hash)) },
+                                              collect: { hash, manifest in loaded[hash] = manifest })
+                return loaded
             }
         } catch {
             throw fuseError(error)

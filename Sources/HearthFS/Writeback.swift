@@ -306,21 +306,13 @@ extension VolumeFileSystem {
                         hashes[index] = hash
                         stats.add(uploaded: Int64(bytes))
                     } else {
-                        try await withThrowingTaskGroup(of: (Int, ContentHash, Int).self) { group in
-                            var next = 0
-                            func launch() {
-                                let index = dirty[next]
-                                next += 1
-                                let previous = hashes[index]
-                                group.addTask { try await Self.upload(chunk: index, of: work, size: size, previous: previous, to: content) }
-                            }
-                            while next < dirty.count && next < parallelism { launch() }
-                            while let (index, hash, bytes) = try await group.next() {
-                                hashes[index] = hash
-                                stats.add(uploaded: Int64(bytes))
-                                if next < dirty.count { launch() }
-                            }
-                        }
+                        let jobs = dirty.map { ($0, hashes[$0]) }
+                        try await forEachConcurrently(jobs, limit: parallelism, { index, previous in
+                            try await Self.upload(chunk: index, of: work, size: size, previous: previous, to: content)
+                        }, collect: { index, hash, bytes in
+                            hashes[index] = hash
+                            stats.add(uploaded: Int64(bytes))
+                        })
                     }
                 }
                 let manifest = Manifest(size: size, chunkSize: cs, chunks: hashes)

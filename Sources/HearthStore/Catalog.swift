@@ -245,28 +245,15 @@ public struct Catalog: Sendable {
             let page = try await objects.list(prefix: prefix, startAfter: after, continuationToken: nil,
                                               limit: limit - records.count)
             let objects = self.objects
-            let fetched = try await withThrowingTaskGroup(of: (Int, R?).self) { group in
-                var results = [R?](repeating: nil, count: page.objects.count)
-                var next = 0
-                func launch() {
-                    let index = next
-                    let key = page.objects[index].key
-                    next += 1
-                    group.addTask {
-                        do {
-                            return (index, try Records.decode(R.self, try await objects.get(key), key: key))
-                        } catch StoreError.notFound {
-                            return (index, nil)  // deleted since the listing
-                        }
-                    }
+            var fetched = [R?](repeating: nil, count: page.objects.count)
+            let keys = Array(page.objects.map(\.key).enumerated())
+            try await forEachConcurrently(keys, limit: listParallelism, { index, key -> (Int, R?) in
+                do {
+                    return (index, try Records.decode(R.self, try await objects.get(key), key: key))
+                } catch StoreError.notFound {
+                    return (index, nil)  // deleted since the listing
                 }
-                while next < page.objects.count && next < listParallelism { launch() }
-                while let done = try await group.next() {
-                    results[done.0] = done.1
-                    if next < page.objects.count { launch() }
-                }
-                return results
-            }
+            }, collect: { index, record in fetched[index] = record })
             records += fetched.compactMap { $0 }.filter(include)
             guard let last = page.objects.last?.key, page.nextContinuationToken != nil else {
                 return RecordPage(records: records, nextToken: nil)

@@ -107,34 +107,24 @@ struct Marker: Sendable {
     private func fetchAll(trees: [ContentHash], manifests: [ContentHash], continueOnError: Bool) async throws -> Fetched {
         let items = trees.map(Item.tree) + manifests.map(Item.manifest)
         let content = self.content
-        return try await withThrowingTaskGroup(of: Fetch.self) { group in
-            var fetched = Fetched()
-            var next = 0
-            func launch() {
-                let item = items[next]
-                next += 1
-                group.addTask {
-                    do {
-                        switch item {
-                        case .tree(let hash): return .tree(try await content.tree(hash))
-                        case .manifest(let hash): return .manifest(try await content.manifest(hash))
-                        }
-                    } catch let error as StoreError where continueOnError {
-                        return .problem(error.description)
-                    }
+        var fetched = Fetched()
+        try await forEachConcurrently(items, limit: parallelism, { item -> Fetch in
+            do {
+                switch item {
+                case .tree(let hash): return .tree(try await content.tree(hash))
+                case .manifest(let hash): return .manifest(try await content.manifest(hash))
                 }
+            } catch let error as StoreError where continueOnError {
+                return .problem(error.description)
             }
-            while next < items.count && next < parallelism { launch() }
-            while let result = try await group.next() {
-                switch result {
-                case .tree(let tree): fetched.trees.append(tree)
-                case .manifest(let manifest): fetched.manifests.append(manifest)
-                case .problem(let problem): fetched.problems.append(problem)
-                }
-                if next < items.count { launch() }
+        }, collect: { result in
+            switch result {
+            case .tree(let tree): fetched.trees.append(tree)
+            case .manifest(let manifest): fetched.manifests.append(manifest)
+            case .problem(let problem): fetched.problems.append(problem)
             }
-            return fetched
-        }
+        })
+        return fetched
     }
 }
 
@@ -232,24 +222,16 @@ public struct GarbageCollector: Sendable {
     /// freshened it since the listing); returns what was deleted.
     private func delete(_ doomed: [ObjectInfo], cutoff: Date) async throws -> [ObjectInfo] {
         let objects = self.objects
-        return try await withThrowingTaskGroup(of: ObjectInfo?.self) { group in
-            var next = 0
-            var done = 0
-            var deleted: [ObjectInfo] = []
-            func launch() {
-                let info = doomed[next]
-                next += 1
-                group.addTask { try await objects.deleteIfStale(info.key, cutoff: cutoff) ? info : nil }
-            }
-            while next < doomed.count && next < parallelism { launch() }
-            while let outcome = try await group.next() {
-                if let outcome { deleted.append(outcome) }
-                done += 1
-                if done % 1000 == 0 { progress(MaintenanceProgress(phase: "delete", done: done)) }
-                if next < doomed.count { launch() }
-            }
-            return deleted
-        }
+        var done = 0
+        var deleted: [ObjectInfo] = []
+        try await forEachConcurrently(doomed, limit: parallelism, { info in
+            try await objects.deleteIfStale(info.key, cutoff: cutoff) ? info : nil
+        }, collect: { outcome in
+            if let outcome { deleted.append(outcome) }
+            done += 1
+            if done % 1000 == 0 { progress(MaintenanceProgress(phase: "delete", done: done)) }
+        })
+        return deleted
     }
 }
 
@@ -285,29 +267,19 @@ public struct StoreChecker: Sendable {
         var report = CheckReport(roots: roots.count, trees: reachable.trees.count, manifests: reachable.manifests.count,
                                  chunks: reachable.chunks.count, problems: reachable.problems)
         let chunks = Array(reachable.chunks)
-        try await withThrowingTaskGroup(of: (Int64, String?).self) { group in
-            var next = 0
-            var done = 0
-            func launch() {
-                let hash = chunks[next]
-                next += 1
-                group.addTask {
-                    do {
-                        return (Int64(try await content.get(.chunk, hash).count), nil)
-                    } catch let error as StoreError {
-                        return (0, error.description)
-                    }
-                }
+        var done = 0
+        try await forEachConcurrently(chunks, limit: parallelism, { hash -> (Int64, String?) in
+            do {
+                return (Int64(try await content.get(.chunk, hash).count), nil)
+            } catch let error as StoreError {
+                return (0, error.description)
             }
-            while next < chunks.count && next < parallelism { launch() }
-            while let result = try await group.next() {
-                report.bytesVerified += result.0
-                if let problem = result.1 { report.problems.append(problem) }
-                done += 1
-                if done % 256 == 0 { progress(MaintenanceProgress(phase: "verify chunks", done: done)) }
-                if next < chunks.count { launch() }
-            }
-        }
+        }, collect: { result in
+            report.bytesVerified += result.0
+            if let problem = result.1 { report.problems.append(problem) }
+            done += 1
+            if done % 256 == 0 { progress(MaintenanceProgress(phase: "verify chunks", done: done)) }
+        })
         return report
     }
 }

@@ -88,18 +88,9 @@ extension ObjectStore {
 
     /// Up to 8 objects in flight, as the write-back's own chunk uploads.
     public func putContents(_ objects: [ContentObject]) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var next = 0
-            func launch() {
-                let object = objects[next]
-                next += 1
-                group.addTask { try await putContent(object.key, data: object.data) }
-            }
-            while next < objects.count && next < 8 { launch() }
-            while try await group.next() != nil {
-                if next < objects.count { launch() }
-            }
-        }
+        try await forEachConcurrently(objects, limit: 8, { object in
+            try await putContent(object.key, data: object.data)
+        }, collect: { _ in })
     }
 
     /// Rewrites the object with its own bytes: for content objects the same
