@@ -88,23 +88,35 @@ final class SpareWorkingCopies: Sendable {
     /// Empties the working copy at `path` (its fd `fd`, still open; the caller closes
     /// it) and keeps it as a spare; unlinks it when the pool is full or the rename
     /// fails.
+    ///
+    /// A copy that already carries one of this daemon's spare names (it was a spare
+    /// before it became a working copy, as nearly every copy of a burst was) is
+    /// emptied where it is: a rename into a directory of thousands of names was
+    /// about half of a small-file commit's time on this machine's ext4. The
+    /// filesystem journals a retired copy as gone before it lets go of it (see
+    /// `VolumeFileSystem.commitOnce`), so a successor never takes the emptied file
+    /// for a working copy; copies that are not retired belong to unreachable files.
     func park(path: String, fd: Int32) {
         // Cache paths are absolute and normalised: the parent is everything before
         // the last slash (NSString's path methods showed up in the commit's profile).
-        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ""
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { String(path[..<$0]) } ?? ""
+        let nameStart = slash.map { path.index(after: $0) } ?? path.startIndex
+        let inPlace = path[nameStart...].hasPrefix(prefix)
         let spare: String? = pool.withLock { pool in
             guard pool.count < Self.limit else { return nil }
-            pool.serial += 1
             pool.count += 1
+            if inPlace { return path }
+            pool.serial += 1
             return directory + "/" + prefix + String(pool.serial)
         }
         guard let spare else {
             unlink(path)
             return
         }
-        // Renamed before it is emptied: a daemon killed in between must leave the
-        // journaled path either whole or gone, never an empty file at it.
-        guard rename(path, spare) == 0 else {
+        // Any other name is renamed before it is emptied: a daemon killed in between
+        // must leave a journaled path either whole or gone, never an empty file at it.
+        guard inPlace || rename(path, spare) == 0 else {
             unlink(path)
             pool.withLock { $0.count -= 1 }
             return

@@ -316,9 +316,16 @@ extension VolumeFileSystem {
 
     /// A clean working copy of a closed file joins the node cache as the clean copy of
     /// its committed version, so reopening it reads local bytes (lock held).
-    func retireWorkingCopy(_ node: Inode) {
+    ///
+    /// `node` is journaled as having no working copy before the copy can be let go
+    /// of, since the copy may be emptied under the name the journal gave it
+    /// (``SpareWorkingCopies/park(path:fd:)``). A caller that retires many files
+    /// at once passes `journal: false` and journals them in one write
+    /// (``journalNodes(_:)``) before the lock is released.
+    func retireWorkingCopy(_ node: Inode, journal: Bool = true) {
         guard let work = node.work else { return }
         node.work = nil
+        if journal { journalNode(node) }
         // A clean copy still attached is of an older version (e.g. attached by a
         // truncate through a path, with no handle to release it): reads would serve
         // its stale bytes once the working copy is gone.
@@ -340,6 +347,7 @@ extension VolumeFileSystem {
     /// (see ``shutdown()``) and retires each working copy the store holds all of.
     func retireWorkingCopiesAfterSession() {
         lock.withLock {
+            var retired: [Inode] = []
             for node in nodes.values where node.work != nil || node.clean != nil || node.passthrough != nil {
                 if let state = node.passthrough {
                     cache.close(state.file)
@@ -350,10 +358,12 @@ extension VolumeFileSystem {
                     node.clean = nil
                 }
                 if let work = node.work, !dirtyFiles.contains(node.ino), node.committing == 0, !work.isDirty {
-                    retireWorkingCopy(node)
+                    retireWorkingCopy(node, journal: false)
+                    retired.append(node)
                 }
             }
             passthroughWriters.removeAll()
+            journalNodes(retired)
         }
         drainCacheReleases()
     }

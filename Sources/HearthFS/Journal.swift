@@ -34,9 +34,25 @@ final class Journal: Sendable {
     deinit { close(fd) }
 
     func append(_ record: JournalRecord) {
-        var line = record.jsonLine
-        line.append(0x0a)
-        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        append(contentsOf: [record])
+    }
+
+    /// Appends `records` with one write(2): a commit journals thousands at once. A
+    /// daemon killed inside the write leaves a prefix of them, whose torn last line
+    /// the replay skips.
+    func append(contentsOf records: [JournalRecord]) {
+        var lines: [UInt8] = []
+        for record in records {
+            lines += record.jsonLine
+            lines.append(0x0a)
+        }
+        var offset = 0
+        while offset < lines.count {
+            let written = lines.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { return }
+            offset += written
+        }
     }
 
     /// Every whole record in the log at `path` (a torn last line is skipped).
@@ -134,7 +150,14 @@ extension VolumeFileSystem {
 
     /// Logs `node`'s attributes (lock held).
     func journalNode(_ node: Inode) {
-        guard let journalLog else { return }
-        journalLog.append(JournalRecord(op: .node, parent: node.parents.first, ino: node.ino, attrs: node.journalAttributes))
+        journalNodes([node])
+    }
+
+    /// Logs each node's attributes with one write (lock held).
+    func journalNodes(_ nodes: [Inode]) {
+        guard let journalLog, !nodes.isEmpty else { return }
+        journalLog.append(contentsOf: nodes.map {
+            JournalRecord(op: .node, parent: $0.parents.first, ino: $0.ino, attrs: $0.journalAttributes)
+        })
     }
 }

@@ -239,9 +239,14 @@ public final class VolumeFileSystem: FileSystemHandler, @unchecked Sendable {
         dirtyFiles.remove(node.ino)
         dirtyDirs.remove(node.ino)
         if let clean = node.clean { cache.close(clean) }
-        if let work = node.work { releaseLater(.close(work)) }
         node.clean = nil
-        node.work = nil
+        if let work = node.work {
+            node.work = nil
+            // Its copy may be emptied under the name the journal gave it (see
+            // `retireWorkingCopy`): a successor must not adopt it for this node.
+            journalNode(node)
+            releaseLater(.close(work))
+        }
     }
 
     func newNode(_ ctx: RequestContext, kind: EntryKind, mode: UInt32, umask: UInt32, parent: Inode, rdev: UInt64 = 0,

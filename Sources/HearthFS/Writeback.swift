@@ -226,6 +226,7 @@ extension VolumeFileSystem {
         // 3. Install the manifests and take the dirty trees, deepest first; they are
         // encoded and hashed with the lock released (see ``TreeSnapshot``).
         let (snapshots, logical, serialised): ([TreeSnapshot], Int64, [UInt64]) = lock.withLock {
+            var retired: [Inode] = []
             for (index, (ino, manifest, hash)) in manifests.enumerated() {
                 guard let node = nodes[ino] else { continue }
                 node.committing -= 1
@@ -234,9 +235,13 @@ extension VolumeFileSystem {
                 node.manifest = manifest
                 if node.opens == 0, node.committing == 0, !dirtyFiles.contains(ino), let work = node.work,
                    work === uploads[index].work, !work.isDirty {
-                    retireWorkingCopy(node)
+                    retireWorkingCopy(node, journal: false)
+                    retired.append(node)
                 }
             }
+            // Journaled as having no working copy before the copies are let go of
+            // (drainCacheReleases, below), which may empty them under their names.
+            journalNodes(retired)
             func depth(_ ino: UInt64) -> Int {
                 var d = 0
                 var current = nodes[ino]?.parents.first

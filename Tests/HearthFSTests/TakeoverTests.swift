@@ -210,11 +210,11 @@ struct TakeoverTests {
         try await mount.stop()
     }
 
-    /// Small files committed and retired before a kill, and new ones written into
-    /// their emptied copies after it: a retired copy is emptied under the name the
-    /// journal gave it (no rename), so the journal must say it is retired before
-    /// that, or the successor takes an empty file, or another file's bytes, for the
-    /// committed file's working copy.
+    /// Small files committed and retired before a kill (by the commit, or at their
+    /// close after it), and new ones written into their emptied copies: a retired
+    /// copy is emptied under the name the journal gave it (no rename), so the
+    /// journal must say it is retired before that, or the successor takes an empty
+    /// file, or another file's bytes, for the committed file's working copy.
     @Test func filesRetiredBeforeAKillKeepTheirBytes() async throws {
         let mount = try await Supervised()
         defer { mount.cleanup() }
@@ -222,14 +222,25 @@ struct TakeoverTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
         func bytes(_ i: Int) -> Data { Data("file \(i) ".utf8 + Array(repeating: UInt8(65 + i % 26), count: i % 97)) }
         for i in 0..<300 { #expect(FileManager.default.createFile(atPath: dir + "/f\(i)", contents: bytes(i))) }
-        // fsync of the directory waits for a commit: every copy above is retired.
-        let fd = open(dir, O_RDONLY)
+        // 50 more are open for reading when the commit below runs: their copies are
+        // retired at the reader's close instead (RELEASE of a file with nothing dirty).
+        let open = (300..<350).map { i -> Int32 in
+            #expect(FileManager.default.createFile(atPath: dir + "/f\(i)", contents: bytes(i)))
+            let fd = Glibc.open(dir + "/f\(i)", O_RDONLY)
+            #expect(fd >= 0)
+            return fd
+        }
+        // fsync of the directory waits for a commit: every closed copy above is retired.
+        let fd = Glibc.open(dir, O_RDONLY)
         #expect(fd >= 0 && fsync(fd) == 0)
         close(fd)
-        for i in 300..<600 { #expect(FileManager.default.createFile(atPath: dir + "/f\(i)", contents: bytes(i))) }
+        for fd in open { close(fd) }
+        // Give the closes' RELEASEs (asynchronous) time to arrive and retire.
+        try await Task.sleep(for: .milliseconds(300))
+        for i in 350..<650 { #expect(FileManager.default.createFile(atPath: dir + "/f\(i)", contents: bytes(i))) }
         _ = try await mount.killDaemon()
 
-        for i in 0..<600 {
+        for i in 0..<650 {
             #expect(FileManager.default.contents(atPath: dir + "/f\(i)") == bytes(i), "f\(i) after the kill\n\(mount.log)")
         }
         try await mount.stop()
