@@ -93,9 +93,9 @@ final class SpareWorkingCopies: Sendable {
     /// before it became a working copy, as nearly every copy of a burst was) is
     /// emptied where it is: a rename into a directory of thousands of names was
     /// about half of a small-file commit's time on this machine's ext4. The
-    /// filesystem journals a retired copy as gone before it lets go of it (see
-    /// `VolumeFileSystem.commitOnce`), so a successor never takes the emptied file
-    /// for a working copy; copies that are not retired belong to unreachable files.
+    /// filesystem journals a file as having no working copy before it lets go of
+    /// the copy (`VolumeFileSystem.retireWorkingCopy`, `dropIfUnreachable`), so a
+    /// successor never takes the emptied file for that file's working copy.
     func park(path: String, fd: Int32) {
         // Cache paths are absolute and normalised: the parent is everything before
         // the last slash (NSString's path methods showed up in the commit's profile).
