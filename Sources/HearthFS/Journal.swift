@@ -34,7 +34,9 @@ final class Journal: Sendable {
     deinit { close(fd) }
 
     func append(_ record: JournalRecord) {
-        append(contentsOf: [record])
+        var line = record.jsonLine
+        line.append(0x0a)
+        write(line)
     }
 
     /// Appends `records` with one write(2): a commit journals thousands at once. A
@@ -46,9 +48,14 @@ final class Journal: Sendable {
             lines += record.jsonLine
             lines.append(0x0a)
         }
+        write(lines)
+    }
+
+    /// Writes all of `bytes` at the end of the log (a short write continues).
+    private func write(_ bytes: [UInt8]) {
         var offset = 0
-        while offset < lines.count {
-            let written = lines.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else { return }
             offset += written
@@ -150,14 +157,16 @@ extension VolumeFileSystem {
 
     /// Logs `node`'s attributes (lock held).
     func journalNode(_ node: Inode) {
-        journalNodes([node])
+        journalLog?.append(nodeRecord(node))
     }
 
     /// Logs each node's attributes with one write (lock held).
     func journalNodes(_ nodes: [Inode]) {
         guard let journalLog, !nodes.isEmpty else { return }
-        journalLog.append(contentsOf: nodes.map {
-            JournalRecord(op: .node, parent: $0.parents.first, ino: $0.ino, attrs: $0.journalAttributes)
-        })
+        journalLog.append(contentsOf: nodes.map(nodeRecord))
+    }
+
+    private func nodeRecord(_ node: Inode) -> JournalRecord {
+        JournalRecord(op: .node, parent: node.parents.first, ino: node.ino, attrs: node.journalAttributes)
     }
 }
