@@ -53,7 +53,11 @@ final class Writeback: @unchecked Sendable {
         defer { condition.unlock() }
         guard !running else { return }
         running = true
-        let thread = Thread { [self] in loop() }
+        let thread = Thread { [self] in
+            // Named for top and perf (Foundation's Thread.name does not reach the kernel).
+            try? "hearth-commit".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            loop()
+        }
         thread.name = "hearth-writeback"
         self.thread = thread
         thread.start()
@@ -126,8 +130,10 @@ final class Writeback: @unchecked Sendable {
             }
             let target = requested
             let stop = stopping
+            let waitedFor = waiters > 0 || stop
             urgent = false
             condition.unlock()
+            CommitPriority.set(waitedFor: waitedFor)
 
             var failure: (any Error)?
             do { try fs?.commitOnce() } catch {
@@ -171,7 +177,7 @@ extension VolumeFileSystem {
         guard !config.readOnly else { return }
         let started = ContinuousClock.now
         // 1. Take the dirty state of every dirty file at one instant.
-        let uploads: [FileUpload] = lock.withLock {
+        let uploads: [FileUpload] = CommitPriority.atNormalPriority { lock.withLock {
             refreshPassthroughWriters()
             let taken = dirtyFiles.compactMap { ino -> FileUpload? in
                 guard let node = nodes[ino], node.kind == .file else { return nil }
@@ -189,7 +195,7 @@ extension VolumeFileSystem {
             }
             dirtyFiles.removeAll()
             return taken
-        }
+        } }
         guard !uploads.isEmpty || lock.withLock({ !dirtyDirs.isEmpty }) else { return }
         trace(uploads.count > 20 ? "commit uploads \(uploads.count) files" :
                 "commit uploads \(uploads.map { ($0.ino, $0.chunks, $0.size, $0.work != nil) }) dirs \(lock.withLock { dirtyDirs })")
@@ -225,7 +231,7 @@ extension VolumeFileSystem {
         let uploaded = ContinuousClock.now
         // 3. Install the manifests and take the dirty trees, deepest first; they are
         // encoded and hashed with the lock released (see ``TreeSnapshot``).
-        let (snapshots, logical, serialised): ([TreeSnapshot], Int64, [UInt64]) = lock.withLock {
+        let (snapshots, logical, serialised): ([TreeSnapshot], Int64, [UInt64]) = CommitPriority.atNormalPriority { lock.withLock {
             var retired: [Inode] = []
             for (index, (ino, manifest, hash)) in manifests.enumerated() {
                 guard let node = nodes[ino] else { continue }
@@ -252,7 +258,7 @@ extension VolumeFileSystem {
             let snapshots = snapshotTrees(order)
             dirtyDirs.subtract(order)
             return (snapshots, usedBytes, order)
-        }
+        } }
         drainCacheReleases()
         let encoded = Self.encodeTrees(snapshots)
         let trees = encoded.map { ($0.hash, $0.data) }
@@ -285,54 +291,62 @@ extension VolumeFileSystem {
         }
     }
 
+    /// Runs on the committing thread itself, not on Swift's cooperative pool: the
+    /// reading and hashing of a burst's files is most of a commit's CPU, and only a
+    /// thread of its own can be given a background priority (``CommitPriority``).
+    /// The store calls, and the chunks of files with more than one dirty chunk (whose
+    /// uploads overlap), still go through ``blocking(_:)``.
     private func uploadFiles(_ uploads: [FileUpload]) throws -> [(UInt64, Manifest, ContentHash)] {
         let content = self.content, chunkSize = config.chunkSize, parallelism = config.uploadParallelism
         let stats = cache.stats
-        return try blocking {
-            var results: [(UInt64, Manifest, ContentHash)] = []
-            // Small files' chunks and every manifest go to the store in batches:
-            // one call per object cost a thread hop each, two per file of a burst.
-            var batch = ContentBatch()
-            for upload in uploads {
-                let size = upload.size
-                let cs = upload.base?.chunkSize ?? upload.work?.chunkSize ?? chunkSize
-                let count = Manifest.chunkCount(size: size, chunkSize: cs)
-                var hashes = Array((upload.base?.chunks ?? []).prefix(count))
-                hashes += Array(repeating: ContentHash.zero, count: count - hashes.count)
-                if let work = upload.work {
-                    let dirty = upload.chunks.filter { $0 < count }
-                    // One chunk to read, hash and store: nothing to overlap it with.
-                    // Done here rather than in a child task, which would hop to
-                    // another thread and back for every file of a burst of small ones.
-                    if dirty.count == 1 {
-                        let index = dirty[0]
-                        let (hash, bytes) = try Self.stage(chunk: index, of: work, size: size,
-                                                           previous: hashes[index], into: &batch)
-                        hashes[index] = hash
-                        stats.add(uploaded: Int64(bytes))
-                    } else {
-                        let jobs = dirty.map { ($0, hashes[$0]) }
+        var results: [(UInt64, Manifest, ContentHash)] = []
+        // Small files' chunks and every manifest go to the store in batches:
+        // one call per object cost a thread hop each, two per file of a burst.
+        var batch = ContentBatch()
+        func send() throws {
+            let full = batch
+            batch = ContentBatch()
+            guard !full.isEmpty else { return }
+            try blocking { try await content.put(full) }
+        }
+        for upload in uploads {
+            let size = upload.size
+            let cs = upload.base?.chunkSize ?? upload.work?.chunkSize ?? chunkSize
+            let count = Manifest.chunkCount(size: size, chunkSize: cs)
+            var hashes = Array((upload.base?.chunks ?? []).prefix(count))
+            hashes += Array(repeating: ContentHash.zero, count: count - hashes.count)
+            if let work = upload.work {
+                let dirty = upload.chunks.filter { $0 < count }
+                if dirty.count == 1 {
+                    let index = dirty[0]
+                    let (hash, bytes) = try Self.stage(chunk: index, of: work, size: size,
+                                                       previous: hashes[index], into: &batch)
+                    hashes[index] = hash
+                    stats.add(uploaded: Int64(bytes))
+                } else if !dirty.isEmpty {
+                    let jobs = dirty.map { ($0, hashes[$0]) }
+                    let stored = try blocking {
+                        var stored: [(Int, ContentHash, Int)] = []
                         try await forEachConcurrently(jobs, limit: parallelism, { index, previous in
                             try await Self.upload(chunk: index, of: work, size: size, previous: previous, to: content)
-                        }, collect: { index, hash, bytes in
-                            hashes[index] = hash
-                            stats.add(uploaded: Int64(bytes))
-                        })
+                        }, collect: { stored.append(($0, $1, $2)) })
+                        return stored
+                    }
+                    for (index, hash, bytes) in stored {
+                        hashes[index] = hash
+                        stats.add(uploaded: Int64(bytes))
                     }
                 }
-                let manifest = Manifest(size: size, chunkSize: cs, chunks: hashes)
-                let encoded = manifest.encoded()
-                let hash = ContentHash.of(encoded)
-                batch.add(.manifest, encoded, hash: hash)
-                results.append((upload.ino, manifest, hash))
-                if batch.isFull {
-                    try await content.put(batch)
-                    batch = ContentBatch()
-                }
             }
-            try await content.put(batch)
-            return results
+            let manifest = Manifest(size: size, chunkSize: cs, chunks: hashes)
+            let encoded = manifest.encoded()
+            let hash = ContentHash.of(encoded)
+            batch.add(.manifest, encoded, hash: hash)
+            results.append((upload.ino, manifest, hash))
+            if batch.isFull { try send() }
         }
+        try send()
+        return results
     }
 
     /// Reads and hashes one chunk of a working copy into `batch`: (hash, bytes to

@@ -95,6 +95,42 @@ struct SmallFileBurstTests {
         try v.stop()
     }
 
+    /// A commit nobody waits for runs in the background (nice 10), so that the FUSE
+    /// worker an application wakes is never queued behind it; a commit an fsync
+    /// waits for runs at normal priority (`CommitPriority`). Read from the
+    /// committing thread's own /proc entry. Needs CAP_SYS_NICE, which these tests
+    /// have as root; without it the daemon never lowers the thread.
+    @Test func backgroundCommitsYieldAndWaitedForCommitsDoNot() async throws {
+        let v = try await MountedVolume()
+        defer { v.cleanup() }
+        // No interval commits: only the close and the fsync below commit.
+        try v.start(extra: ["--commit-interval", "600s"])
+        guard let pid = v.pid else { throw HarnessError("no daemon") }
+        func committerNice() throws -> Int {
+            let tasks = "/proc/\(pid)/task"
+            for tid in try FileManager.default.contentsOfDirectory(atPath: tasks) {
+                let comm = (try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8)) ?? ""
+                guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == "hearth-commit" else { continue }
+                let stat = try String(contentsOfFile: "\(tasks)/\(tid)/stat", encoding: .utf8)
+                // Fields after the parenthesised name start at field 3 (state); nice is field 19.
+                let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+                return Int(fields[16])!
+            }
+            throw HarnessError("no hearth-commit thread")
+        }
+        try writeFile(v.path("background"), Array("background".utf8))
+        let deadline = Date().addingTimeInterval(10)
+        while try committerNice() != 10 && Date() < deadline { usleep(20_000) }
+        #expect(try committerNice() == 10, "the close's commit ran in the background")
+        try writeFile(v.path("synced"), Array("synced".utf8), sync: true)
+        #expect(try committerNice() == 0, "the fsync's commit ran at normal priority")
+        try v.stop()
+        try v.start()
+        #expect(try readFile(v.path("background")) == Array("background".utf8))
+        #expect(try readFile(v.path("synced")) == Array("synced".utf8))
+        try v.stop()
+    }
+
     /// A burst of new files outrunning the commits, in a daemon allowed 256
     /// descriptors (soft and hard): each closed file's working copy holds one until
     /// a commit retires it, so 1,500 files written in a row once failed with EMFILE
