@@ -51,6 +51,12 @@ static inline int hearth_fuse_backing_close(int dev_fd, uint32_t backing_id) {
 // Linux file calls Swift's Glibc module does not expose (they need
 // _GNU_SOURCE); used by the cache (sparse files) and the filesystem.
 
+/// The calling thread's id (gettid(2) is GNU-only): setpriority(2) takes it to
+/// change one thread of the process from another.
+static inline int hearth_gettid(void) {
+    return (int)syscall(SYS_gettid);
+}
+
 static inline int hearth_fallocate(int fd, int mode, int64_t offset, int64_t length) {
     return (int)syscall(SYS_fallocate, fd, mode, (long)offset, (long)length);
 }

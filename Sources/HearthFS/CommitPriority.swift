@@ -1,11 +1,13 @@
+import CFuse
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The scheduling priority of the write-back thread: background while nobody waits
-/// for its commit, normal while an fsync, an fsyncdir or the unmount does.
+/// The scheduling priority of a volume's write-back thread: background while nobody
+/// waits for its commit, normal while an fsync, an fsyncdir or the unmount does.
 ///
 /// On a node with few CPUs, an application's small-file burst keeps every CPU busy
 /// (the application on one, a FUSE worker on the other). A commit running beside it
@@ -16,14 +18,16 @@ import Glibc
 /// once, and the commit still gets a tenth of a contended CPU, so it never starves.
 ///
 /// The namespace lock is never held at background priority (``atNormalPriority(_:)``):
-/// a commit preempted while holding it would stall every request of the volume.
-enum CommitPriority {
+/// a commit preempted while holding it would stall every request of the volume. An
+/// fsync that arrives during a background commit raises it (``raise()``): the fsync
+/// waits for the commit after it, and that one cannot start before this one ends.
+final class CommitPriority: Sendable {
     /// nice(2) value of a commit that nobody waits for.
     static let background: Int32 = 10
 
-    /// Whether the thread may lower its nice value again (CAP_SYS_NICE). Without it a
-    /// thread once in the background could never run a commit that an fsync waits
-    /// for at normal priority, so it stays at normal priority throughout.
+    /// Whether the process may lower a thread's nice value again (CAP_SYS_NICE).
+    /// Without it a thread once in the background could never run a commit that an
+    /// fsync waits for at normal priority, so it stays at normal priority throughout.
     static let available: Bool = {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
@@ -32,20 +36,50 @@ enum CommitPriority {
         return caps & (1 << 23) != 0  // CAP_SYS_NICE
     }()
 
-    /// Sets the calling thread's priority for its next commit.
-    static func set(waitedFor: Bool) {
-        guard available else { return }
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, waitedFor ? 0 : background)
+    /// The committing thread's id; 0 until it runs ``adopt()``.
+    private let thread = Atomic<Int32>(0)
+    /// The nice value it should have outside lock holds.
+    private let wanted = Atomic<Int32>(0)
+
+    /// Called by the write-back thread when it starts.
+    func adopt() {
+        thread.store(hearth_gettid(), ordering: .relaxed)
     }
 
-    /// Runs `body` at normal priority if the calling thread is in the background.
-    static func atNormalPriority<T>(_ body: () throws -> T) rethrows -> T {
-        guard available else { return try body() }
-        errno = 0
-        let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
-        guard errno == 0, nice > 0 else { return try body() }
+    /// Sets the committing thread's priority for the commit it is about to run.
+    func beginCommit(waitedFor: Bool) {
+        wanted.store(waitedFor ? 0 : Self.background, ordering: .relaxed)
+        settle()
+    }
+
+    /// Raises a commit under way to normal priority (an fsync now waits for it).
+    func raise() {
+        wanted.store(0, ordering: .relaxed)
+        let tid = thread.load(ordering: .relaxed)
+        guard Self.available, tid != 0 else { return }
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid), 0)
+    }
+
+    /// Runs `body` at normal priority, then goes back to the wanted one. A no-op on
+    /// any thread but the committing one, which is the only one ever lowered.
+    func atNormalPriority<T>(_ body: () throws -> T) rethrows -> T {
+        guard Self.available, wanted.load(ordering: .relaxed) != 0,
+              hearth_gettid() == thread.load(ordering: .relaxed) else { return try body() }
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 0)
-        defer { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
+        defer { settle() }
         return try body()
+    }
+
+    /// Applies the wanted value to the calling (committing) thread. Read again after
+    /// setting: a ``raise()`` in between would otherwise be undone.
+    private func settle() {
+        guard Self.available else { return }
+        var value = wanted.load(ordering: .relaxed)
+        while true {
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, value)
+            let now = wanted.load(ordering: .relaxed)
+            if now == value { return }
+            value = now
+        }
     }
 }

@@ -30,6 +30,8 @@ final class Writeback: @unchecked Sendable {
     /// A close asked for its commit without the coalescing window (descriptors).
     private var urgent = false
     private var lastCommitEnd = Date.distantPast
+    /// The write-back thread's priority, background unless a commit is waited for.
+    let priority = CommitPriority()
     /// Commits asked for by close(2) start at most this often: a burst of closes
     /// (untar, a build, a metadata benchmark) becomes one commit per window instead
     /// of one per file, each re-serialising the directory.
@@ -56,6 +58,7 @@ final class Writeback: @unchecked Sendable {
         let thread = Thread { [self] in
             // Named for top and perf (Foundation's Thread.name does not reach the kernel).
             try? "hearth-commit".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            priority.adopt()
             loop()
         }
         thread.name = "hearth-writeback"
@@ -95,6 +98,7 @@ final class Writeback: @unchecked Sendable {
         requested += 1
         let target = requested
         waiters += 1
+        priority.raise()
         condition.broadcast()
         while completed < target && running { condition.wait() }
         waiters -= 1
@@ -106,6 +110,7 @@ final class Writeback: @unchecked Sendable {
         condition.lock()
         let wasRunning = running
         stopping = true
+        priority.raise()
         condition.broadcast()
         while running { condition.wait() }
         condition.unlock()
@@ -130,10 +135,12 @@ final class Writeback: @unchecked Sendable {
             }
             let target = requested
             let stop = stopping
-            let waitedFor = waiters > 0 || stop
+            // An urgent commit (working copies nearing the descriptor budget) is one a
+            // writer will soon wait for.
+            let waitedFor = waiters > 0 || stop || urgent
             urgent = false
             condition.unlock()
-            CommitPriority.set(waitedFor: waitedFor)
+            priority.beginCommit(waitedFor: waitedFor)
 
             var failure: (any Error)?
             do { try fs?.commitOnce() } catch {
@@ -177,7 +184,7 @@ extension VolumeFileSystem {
         guard !config.readOnly else { return }
         let started = ContinuousClock.now
         // 1. Take the dirty state of every dirty file at one instant.
-        let uploads: [FileUpload] = CommitPriority.atNormalPriority { lock.withLock {
+        let uploads: [FileUpload] = writeback.priority.atNormalPriority { lock.withLock {
             refreshPassthroughWriters()
             let taken = dirtyFiles.compactMap { ino -> FileUpload? in
                 guard let node = nodes[ino], node.kind == .file else { return nil }
@@ -231,7 +238,7 @@ extension VolumeFileSystem {
         let uploaded = ContinuousClock.now
         // 3. Install the manifests and take the dirty trees, deepest first; they are
         // encoded and hashed with the lock released (see ``TreeSnapshot``).
-        let (snapshots, logical, serialised): ([TreeSnapshot], Int64, [UInt64]) = CommitPriority.atNormalPriority { lock.withLock {
+        let (snapshots, logical, serialised): ([TreeSnapshot], Int64, [UInt64]) = writeback.priority.atNormalPriority { lock.withLock {
             var retired: [Inode] = []
             for (index, (ino, manifest, hash)) in manifests.enumerated() {
                 guard let node = nodes[ino] else { continue }

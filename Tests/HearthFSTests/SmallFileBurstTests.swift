@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -97,13 +98,14 @@ struct SmallFileBurstTests {
 
     /// A commit nobody waits for runs in the background (nice 10), so that the FUSE
     /// worker an application wakes is never queued behind it; a commit an fsync
-    /// waits for runs at normal priority (`CommitPriority`). Read from the
-    /// committing thread's own /proc entry. Needs CAP_SYS_NICE, which these tests
-    /// have as root; without it the daemon never lowers the thread.
+    /// waits for runs at normal priority, and so does a background commit that an
+    /// fsync arrives during (`CommitPriority`). Read from the committing thread's
+    /// own /proc entry. Needs CAP_SYS_NICE, which these tests have as root; without
+    /// it the daemon never lowers the thread.
     @Test func backgroundCommitsYieldAndWaitedForCommitsDoNot() async throws {
         let v = try await MountedVolume()
         defer { v.cleanup() }
-        // No interval commits: only the close and the fsync below commit.
+        // No interval commits: only the closes and the fsyncs below commit.
         try v.start(extra: ["--commit-interval", "600s"])
         guard let pid = v.pid else { throw HarnessError("no daemon") }
         func committerNice() throws -> Int {
@@ -118,16 +120,41 @@ struct SmallFileBurstTests {
             }
             throw HarnessError("no hearth-commit thread")
         }
+        func waitForBackground() throws {
+            let deadline = Date().addingTimeInterval(10)
+            while try committerNice() != 10 && Date() < deadline { usleep(5_000) }
+        }
         try writeFile(v.path("background"), Array("background".utf8))
-        let deadline = Date().addingTimeInterval(10)
-        while try committerNice() != 10 && Date() < deadline { usleep(20_000) }
+        try waitForBackground()
         #expect(try committerNice() == 10, "the close's commit ran in the background")
         try writeFile(v.path("synced"), Array("synced".utf8), sync: true)
         #expect(try committerNice() == 0, "the fsync's commit ran at normal priority")
+
+        // A background commit long enough to fsync during it: 384 MiB to hash and
+        // store. The fsync waits for the commit after it, so it is still waiting
+        // when the committer is looked at.
+        let big = patternBytes(384 << 20, seed: 7)
+        try writeFile(v.path("big"), big)
+        try waitForBackground()
+        let fsyncDone = Atomic<Bool>(false)
+        let syncer = Thread {
+            try? writeFile(v.path("synced-during"), Array("during".utf8), sync: true)
+            fsyncDone.store(true, ordering: .relaxed)
+        }
+        syncer.start()
+        usleep(100_000)
+        let raised = try committerNice()
+        let stillWaiting = !fsyncDone.load(ordering: .relaxed)
+        #expect(stillWaiting, "the fsync was still waiting (the commit it arrived during had not ended)")
+        #expect(raised == 0, "the fsync raised the background commit it arrived during")
+        while !fsyncDone.load(ordering: .relaxed) { usleep(10_000) }
+
         try v.stop()
         try v.start()
         #expect(try readFile(v.path("background")) == Array("background".utf8))
         #expect(try readFile(v.path("synced")) == Array("synced".utf8))
+        #expect(try readFile(v.path("synced-during")) == Array("during".utf8))
+        #expect(try readFile(v.path("big")) == big)
         try v.stop()
     }
 
