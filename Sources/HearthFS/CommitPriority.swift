@@ -17,8 +17,10 @@ import Glibc
 /// while CPU 0 idled for 2.3 ms). At nice 10 a woken worker preempts the commit at
 /// once, and the commit still gets a tenth of a contended CPU, so it never starves.
 ///
-/// The namespace lock is never held at background priority (``atNormalPriority(_:)``):
-/// a commit preempted while holding it would stall every request of the volume. An
+/// The commit's long holds of the namespace lock (taking the dirty files, installing
+/// manifests and snapshotting trees, trimming memory) run at normal priority
+/// (``atNormalPriority(_:)``): a commit preempted while holding it would stall every
+/// request of the volume. Its other holds last microseconds. An
 /// fsync that arrives during a background commit raises it (``raise()``): the fsync
 /// waits for the commit after it, and that one cannot start before this one ends.
 final class CommitPriority: Sendable {

@@ -148,7 +148,8 @@ final class Writeback: @unchecked Sendable {
                 FileHandle.standardError.write(Data("hearth mount: commit failed (will retry): \(error)\n".utf8))
             }
             fs?.drainCacheReleases()
-            fs?.trimMemory()
+            // Under the namespace lock throughout (a scan of every node when over the limit).
+            priority.atNormalPriority { fs?.trimMemory() }
 
             condition.lock()
             completed = max(completed, target)
