@@ -56,12 +56,12 @@ final class Writeback: @unchecked Sendable {
         guard !running else { return }
         running = true
         let thread = Thread { [self] in
-            // Named for top and perf (Foundation's Thread.name does not reach the kernel).
-            try? "hearth-commit".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            // Set from the thread itself: only then does Foundation pass it to the
+            // kernel, where top -H, perf and the tests see it.
+            Thread.current.name = "hearth-commit"
             priority.adopt()
             loop()
         }
-        thread.name = "hearth-writeback"
         self.thread = thread
         thread.start()
     }

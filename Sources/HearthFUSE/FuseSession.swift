@@ -95,12 +95,14 @@ public final class FuseSession: Sendable {
     private func spawnWorker() {
         pool.withLock { $0.workers += 1 }
         let thread = Thread { [self] in
+            // Set from the thread itself: only then does Foundation pass it to the
+            // kernel, where top -H and perf see it.
+            Thread.current.name = "hearth-fuse"
             let workerFD = cloneFD()
             serve(on: workerFD)
             if workerFD != fd { Glibc.close(workerFD) }
             workerExited()
         }
-        thread.name = "fuse-worker"
         thread.stackSize = 1 << 20
         thread.start()
     }
