@@ -26,8 +26,11 @@ final class FDKeeper: Sendable {
         self.socketPath = socketPath
         kept.withLock { $0 = fd }
         listener = try FDHandoff.listen(socketPath)
-        let thread = Thread { [self] in serve() }
-        thread.name = "fd-keeper"
+        // Named from inside: only then does Foundation pass it to the kernel.
+        let thread = Thread { [self] in
+            Thread.current.name = "fd-keeper"
+            serve()
+        }
         thread.start()
     }
 

@@ -52,8 +52,11 @@ public final class NodeHandover: Sendable {
         self.supervisor = supervisor
         self.logger = logger
         self.onRetired = onRetired
-        let thread = Thread { [self] in serve() }
-        thread.name = "node-handover"
+        // Named from inside: only then does Foundation pass it to the kernel.
+        let thread = Thread { [self] in
+            Thread.current.name = "node-handover"
+            serve()
+        }
         thread.start()
     }
 

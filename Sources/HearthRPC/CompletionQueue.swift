@@ -40,8 +40,12 @@ final class CompletionQueue: @unchecked Sendable {
         let count = max(1, pollers)
         pollersLeft = Mutex(count)
         for index in 0..<count {
-            let thread = Thread { [self] in self.poll() }
-            thread.name = "\(name)-cq\(index)"
+            // Named from inside: only then does Foundation pass it to the kernel.
+            let label = "\(name)-cq\(index)"
+            let thread = Thread { [self] in
+                Thread.current.name = label
+                self.poll()
+            }
             thread.start()
         }
     }

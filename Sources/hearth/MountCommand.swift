@@ -214,11 +214,12 @@ struct MountCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("hearth: serving volume \(record.id) (\(record.name)) at \(path)\n".utf8))
         // The session blocks in read(2) on its own threads, never on the cooperative pool.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            // Named from inside: only then does Foundation pass it to the kernel.
             let thread = Thread {
+                Thread.current.name = "fuse-session"
                 session.run()
                 done.resume()
             }
-            thread.name = "fuse-session"
             thread.start()
         }
         sources.forEach { $0.cancel() }
