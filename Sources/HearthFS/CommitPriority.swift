@@ -59,7 +59,7 @@ final class CommitPriority: Sendable {
         wanted.store(0, ordering: .relaxed)
         let tid = thread.load(ordering: .relaxed)
         guard Self.available, tid != 0 else { return }
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid), 0)
+        Self.setNice(of: tid, 0)
     }
 
     /// Runs `body` at normal priority, then goes back to the wanted one. A no-op on
@@ -67,7 +67,7 @@ final class CommitPriority: Sendable {
     func atNormalPriority<T>(_ body: () throws -> T) rethrows -> T {
         guard Self.available, wanted.load(ordering: .relaxed) != 0,
               hearth_gettid() == thread.load(ordering: .relaxed) else { return try body() }
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 0)
+        Self.setNice(of: 0, 0)
         defer { settle() }
         return try body()
     }
@@ -78,10 +78,15 @@ final class CommitPriority: Sendable {
         guard Self.available else { return }
         var value = wanted.load(ordering: .relaxed)
         while true {
-            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, value)
+            Self.setNice(of: 0, value)
             let now = wanted.load(ordering: .relaxed)
             if now == value { return }
             value = now
         }
+    }
+
+    /// setpriority(2) for one thread (`tid`; 0: the calling thread).
+    private static func setNice(of tid: Int32, _ value: Int32) {
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid), value)
     }
 }
