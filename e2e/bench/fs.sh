@@ -37,11 +37,31 @@ finish() {
   cleanup
   [ -n "${URING_BEFORE:-}" ] && echo "$URING_BEFORE" > "$URING_PARAM"
   [ "${FS_BENCH_KEEP:-0}" = 1 ] || find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} + 2>/dev/null || true
+  if [ -n "$FRESH_IMG" ]; then
+    mkdir -p "$WORK.logs" && cp "$WORK"/*.log "$WORK.logs/" 2>/dev/null || true
+    umount "$WORK" 2>/dev/null || umount -l "$WORK" 2>/dev/null || true
+    rm -f "$FRESH_IMG"
+  fi
 }
 trap finish EXIT
 cleanup
 rm -rf "$WORK"
 mkdir -p "$WORK"
+# FS_BENCH_FRESH_FS=SIZE (e.g. 40G): run everything on a new ext4 (mkfs defaults, so
+# with a journal) in a sparse image file next to $WORK, made for this run and removed
+# at exit. The native rows then do not depend on what the host filesystem deleted in
+# the minutes before: without a journal, ext4's inode allocator skips every inode
+# freed in the last 1-6 minutes (recently_deleted), and the same native metadata
+# round took 0.41 to 1.30 s on this machine's root filesystem depending on that
+# history (docs/fuse.md, session 13).
+FRESH_IMG=
+if [ -n "${FS_BENCH_FRESH_FS:-}" ]; then
+  FRESH_IMG="$WORK.img"
+  rm -f "$FRESH_IMG"
+  truncate -s "$FS_BENCH_FRESH_FS" "$FRESH_IMG"
+  mkfs.ext4 -q -F "$FRESH_IMG"
+  mount -o loop "$FRESH_IMG" "$WORK"
+fi
 # On ext4, let each target's directory start in a block group of its own (Orlov
 # spreads subdirectories of a +T directory): without a journal the inode allocator
 # skips every inode deleted in the last minutes (recently_deleted), so one target's
@@ -71,7 +91,8 @@ start_daemon() {
   for _ in $(seq 100); do mountpoint -q "$WORK/$name" && break; sleep 0.1; done
   mkdir -p "$WORK/$name/fio"
 }
-start_daemon hearth
+start_daemon hearth --stats-file "$WORK/hearth.stats"
+HEARTH_PID=${PIDS[-1]}
 [ "$NOPT" = 1 ] && start_daemon nopt --passthrough off
 if [ "$URING" = 1 ]; then
   URING_BEFORE=$(cat "$URING_PARAM")
@@ -193,12 +214,23 @@ PY
 # reaches all of them alike; the table shows each target's median and every sample
 # is printed under it.
 ROUNDS=${FS_BENCH_META_ROUNDS:-3}
+# The requests the kernel made Hearth wait for in its first round, from the daemon's
+# --stats-file (SIGUSR1 writes it): every op but the asynchronous ones (FORGET,
+# RELEASE, INTERRUPT), which no caller waits for.
+sync_requests() {
+  rm -f "$WORK/hearth.stats"; kill -USR1 "$HEARTH_PID"
+  for _ in $(seq 50); do [ -f "$WORK/hearth.stats" ] && break; sleep 0.1; done
+  python3 -c 'import json,sys; ops=json.load(open(sys.argv[1]))["ops"]
+print(sum(n for op, n in ops.items() if op not in ("forget", "batchForget", "release", "releasedir", "interrupt")))' "$WORK/hearth.stats"
+}
 declare -A META_S FIND_S
+SYNC_BEFORE=$(sync_requests)
 for round in $(seq "$ROUNDS"); do
   for t in native bindfs hearth nopt uring; do
     case $t in nopt) [ "$NOPT" = 1 ] || continue ;; uring) [ "$URING" = 1 ] || continue ;; esac
     read -r m f <<<"$(meta "$WORK/$t" "$round")"
     META_S[$t]+="$m "; FIND_S[$t]+="$f "
+    [ "$t" = hearth ] && [ "$round" = 1 ] && SYNC_AFTER=$(sync_requests)
   done
 done
 median() { python3 -c "import statistics, sys; print('%.3f' % statistics.median(map(float, sys.argv[1:])))" $1; }
@@ -248,4 +280,18 @@ echo "metadata rows are medians of $ROUNDS rounds; samples (s):"
 for t in native bindfs hearth nopt uring; do
   [ -n "${META_S[$t]:-}" ] && echo "  $t: create+stat+unlink ${META_S[$t]}| find ${FIND_S[$t]}"
 done
+# Each round's targets run back to back, so a round's own ratio is the least
+# exposed to the host's drift over the run; and the floor the protocol sets: the
+# requests a caller waits for (counted in round 1, find included) times one round
+# trip as measured above, which no daemon can go below on this machine and kernel.
+python3 - "${META_S[native]}" "${META_S[hearth]}" "$((SYNC_AFTER - SYNC_BEFORE))" "$FILES" "$(echo "${ROWS[-1]}" | cut -d'|' -f4)" <<'PY'
+import statistics, sys
+native = [float(x) for x in sys.argv[1].split()]; hearth = [float(x) for x in sys.argv[2].split()]
+requests, files, rtt = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+ratios = [h / n for h, n in zip(hearth, native)]
+print("create+stat+unlink hearth/native per round: %s (median %.2fx)" % (" ".join("%.2fx" % r for r in ratios), statistics.median(ratios)))
+floor = requests * rtt / 1e6
+print("round-trip floor: %.1f waited-for requests per file x %.1f us = %.3f s (%.2fx native's median)"
+      % (requests / files, rtt, floor, floor / statistics.median(native)))
+PY
 if grep -q "passthrough disabled" "$WORK/hearth.log"; then echo "warning: the hearth daemon disabled passthrough"; fi
