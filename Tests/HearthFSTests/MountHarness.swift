@@ -235,7 +235,22 @@ func writeFile(_ path: String, _ bytes: [UInt8], flags: Int32 = O_WRONLY | O_CRE
     if sync { guard fsync(fd) == 0 else { throw HarnessError("fsync \(path): \(String(cString: strerror(errno)))") } }
 }
 
+/// The whole file, or an error that says which call failed and why (errno), so a
+/// failure under a loaded CI machine can be told apart: a missing name, a dead
+/// mount, an I/O error.
 func readFile(_ path: String) throws -> [UInt8] {
-    guard let data = FileManager.default.contents(atPath: path) else { throw HarnessError("cannot read \(path)") }
-    return Array(data)
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw HarnessError("open \(path): \(String(cString: strerror(errno))) (errno \(errno))") }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n == 0 { return out }
+        guard n > 0 else {
+            if errno == EINTR { continue }
+            throw HarnessError("read \(path) at \(out.count): \(String(cString: strerror(errno))) (errno \(errno))")
+        }
+        out += buffer[0..<n]
+    }
 }

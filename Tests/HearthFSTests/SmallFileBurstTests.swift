@@ -108,16 +108,22 @@ struct SmallFileBurstTests {
         // No interval commits: only the closes and the fsyncs below commit.
         try v.start(extra: ["--commit-interval", "600s"])
         guard let pid = v.pid else { throw HarnessError("no daemon") }
+        // The write-back thread names itself once it runs: on a loaded machine that
+        // can be a while after the mount answers, so it is looked for until then.
         func committerNice() throws -> Int {
             let tasks = "/proc/\(pid)/task"
-            for tid in try FileManager.default.contentsOfDirectory(atPath: tasks) {
-                let comm = (try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8)) ?? ""
-                guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == "hearth-commit" else { continue }
-                let stat = try String(contentsOfFile: "\(tasks)/\(tid)/stat", encoding: .utf8)
-                // Fields after the parenthesised name start at field 3 (state); nice is field 19.
-                let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
-                return Int(fields[16])!
-            }
+            let deadline = Date().addingTimeInterval(10)
+            repeat {
+                for tid in try FileManager.default.contentsOfDirectory(atPath: tasks) {
+                    let comm = (try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8)) ?? ""
+                    guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == "hearth-commit" else { continue }
+                    let stat = try String(contentsOfFile: "\(tasks)/\(tid)/stat", encoding: .utf8)
+                    // Fields after the parenthesised name start at field 3 (state); nice is field 19.
+                    let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+                    return Int(fields[16])!
+                }
+                usleep(5_000)
+            } while Date() < deadline
             throw HarnessError("no hearth-commit thread")
         }
         func waitForBackground() throws {
