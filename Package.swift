@@ -32,7 +32,7 @@ let package = Package(
         .target(
             name: "HearthRPC",
             dependencies: [
-                "CGRPC",
+                "CGRPC", "HearthMounts",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]),
@@ -63,7 +63,7 @@ let package = Package(
         // The node cache: sparse files per file version, chunk presence, LRU.
         .target(name: "HearthCache", dependencies: ["HearthStore", "CFuse"]),
         // One volume served over FUSE: namespace, inode table, write-back.
-        .target(name: "HearthFS", dependencies: ["HearthFUSE", "HearthCache", "HearthStore"]),
+        .target(name: "HearthFS", dependencies: ["HearthFUSE", "HearthCache", "HearthStore", "HearthMounts"]),
         // Prometheus /metrics of the CSI plugins: gRPC calls, daemons, FUSE.
         .target(
             name: "HearthMetrics",
@@ -145,7 +145,7 @@ let package = Package(
 // HEARTH_PACKAGE_SUBSET=rpc trims the package to that layer so those two
 // builds skip the heavy dependencies (unused ones are resolved, never built).
 if Context.environment["HEARTH_PACKAGE_SUBSET"] == "rpc" {
-    let keep: Set<String> = ["CGRPC", "HearthRPC", "HearthRPCTests"]
+    let keep: Set<String> = ["CGRPC", "HearthMounts", "HearthRPC", "HearthRPCTests"]
     package.targets = package.targets.filter { keep.contains($0.name) }
     package.products = []
 }

@@ -26,9 +26,8 @@ final class FDKeeper: Sendable {
         self.socketPath = socketPath
         kept.withLock { $0 = fd }
         listener = try FDHandoff.listen(socketPath)
-        // Named from inside: only then does Foundation pass it to the kernel.
         let thread = Thread { [self] in
-            Thread.current.name = "fd-keeper"
+            nameCurrentThread("fd-keeper")
             serve()
         }
         thread.start()

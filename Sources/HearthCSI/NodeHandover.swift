@@ -52,9 +52,8 @@ public final class NodeHandover: Sendable {
         self.supervisor = supervisor
         self.logger = logger
         self.onRetired = onRetired
-        // Named from inside: only then does Foundation pass it to the kernel.
         let thread = Thread { [self] in
-            Thread.current.name = "node-handover"
+            nameCurrentThread("node-handover")
             serve()
         }
         thread.start()

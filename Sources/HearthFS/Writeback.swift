@@ -1,6 +1,7 @@
 import Foundation
 import HearthCache
 import HearthFUSE
+import HearthMounts
 import HearthStore
 
 /// Streams a volume's changes to the store: dirty chunks are uploaded, then the
@@ -56,9 +57,7 @@ final class Writeback: @unchecked Sendable {
         guard !running else { return }
         running = true
         let thread = Thread { [self] in
-            // Set from the thread itself: only then does Foundation pass it to the
-            // kernel, where top -H, perf and the tests see it.
-            Thread.current.name = "hearth-commit"
+            nameCurrentThread("hearth-commit")
             priority.adopt()
             loop()
         }

@@ -1,5 +1,6 @@
 import CFuse
 import Foundation
+import HearthMounts
 import Synchronization
 
 #if canImport(Glibc)
@@ -95,9 +96,7 @@ public final class FuseSession: Sendable {
     private func spawnWorker() {
         pool.withLock { $0.workers += 1 }
         let thread = Thread { [self] in
-            // Set from the thread itself: only then does Foundation pass it to the
-            // kernel, where top -H and perf see it.
-            Thread.current.name = "hearth-fuse"
+            nameCurrentThread("hearth-fuse")
             let workerFD = cloneFD()
             serve(on: workerFD)
             if workerFD != fd { Glibc.close(workerFD) }

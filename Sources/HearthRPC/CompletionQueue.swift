@@ -1,5 +1,6 @@
 import CGRPC
 import Foundation
+import HearthMounts
 import Synchronization
 
 /// What the core hands back when a batch completes: a retained Swift object
@@ -40,10 +41,9 @@ final class CompletionQueue: @unchecked Sendable {
         let count = max(1, pollers)
         pollersLeft = Mutex(count)
         for index in 0..<count {
-            // Named from inside: only then does Foundation pass it to the kernel.
             let label = "\(name)-cq\(index)"
             let thread = Thread { [self] in
-                Thread.current.name = label
+                nameCurrentThread(label)
                 self.poll()
             }
             thread.start()

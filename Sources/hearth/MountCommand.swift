@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 import HearthCSI
 import HearthCache
-import HearthRPC
-import Logging
 import HearthFS
 import HearthFUSE
 import HearthMounts
+import HearthRPC
 import HearthStore
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -214,9 +214,8 @@ struct MountCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("hearth: serving volume \(record.id) (\(record.name)) at \(path)\n".utf8))
         // The session blocks in read(2) on its own threads, never on the cooperative pool.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            // Named from inside: only then does Foundation pass it to the kernel.
             let thread = Thread {
-                Thread.current.name = "fuse-session"
+                nameCurrentThread("fuse-session")
                 session.run()
                 done.resume()
             }

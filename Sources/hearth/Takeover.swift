@@ -40,9 +40,8 @@ struct TakeoverState {
     /// restore the session; a daemon killed before the hand-off is simply started
     /// afresh (its mount is dead, and cleared).
     func handOff(session: FuseSession, fd: Int32, keeperSocket: String) {
-        // Named from inside: only then does Foundation pass it to the kernel.
         let thread = Thread {
-            Thread.current.name = "fd-handoff"
+            nameCurrentThread("fd-handoff")
             let giveUp = Date().addingTimeInterval(60)
             while session.parameters == nil {
                 if Date() > giveUp {

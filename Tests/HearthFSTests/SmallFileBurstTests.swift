@@ -113,9 +113,12 @@ struct SmallFileBurstTests {
         func committerNice() throws -> Int {
             let tasks = "/proc/\(pid)/task"
             let deadline = Date().addingTimeInterval(10)
+            var seen: [String] = []
             repeat {
+                seen = []
                 for tid in try FileManager.default.contentsOfDirectory(atPath: tasks) {
                     let comm = (try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8)) ?? ""
+                    seen.append(comm.trimmingCharacters(in: .whitespacesAndNewlines))
                     guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == "hearth-commit" else { continue }
                     let stat = try String(contentsOfFile: "\(tasks)/\(tid)/stat", encoding: .utf8)
                     // Fields after the parenthesised name start at field 3 (state); nice is field 19.
@@ -124,7 +127,7 @@ struct SmallFileBurstTests {
                 }
                 usleep(5_000)
             } while Date() < deadline
-            throw HarnessError("no hearth-commit thread")
+            throw HarnessError("no hearth-commit thread in \(pid) (alive: \(kill(pid, 0) == 0)); its threads: \(seen)")
         }
         func waitForBackground() throws {
             let deadline = Date().addingTimeInterval(10)
