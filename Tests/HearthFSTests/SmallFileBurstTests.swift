@@ -108,8 +108,8 @@ struct SmallFileBurstTests {
         // No interval commits: only the closes and the fsyncs below commit.
         try v.start(extra: ["--commit-interval", "600s"])
         guard let pid = v.pid else { throw HarnessError("no daemon") }
-        // The write-back thread names itself once it runs: on a loaded machine that
-        // can be a while after the mount answers, so it is looked for until then.
+        // The write-back thread names itself once it runs, which on a loaded machine
+        // can be a while after the mount answers: it is looked for until then.
         func committerNice() throws -> Int {
             let tasks = "/proc/\(pid)/task"
             let deadline = Date().addingTimeInterval(10)
@@ -118,8 +118,9 @@ struct SmallFileBurstTests {
                 seen = []
                 for tid in try FileManager.default.contentsOfDirectory(atPath: tasks) {
                     let comm = (try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8)) ?? ""
-                    seen.append(comm.trimmingCharacters(in: .whitespacesAndNewlines))
-                    guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == "hearth-commit" else { continue }
+                    let name = comm.trimmingCharacters(in: .whitespacesAndNewlines)
+                    seen.append(name)
+                    guard name == "hearth-commit" else { continue }
                     let stat = try String(contentsOfFile: "\(tasks)/\(tid)/stat", encoding: .utf8)
                     // Fields after the parenthesised name start at field 3 (state); nice is field 19.
                     let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
