@@ -263,7 +263,8 @@ PY
 }
 w=-; [ "$NOPT" = 1 ] && w=$(roundtrip "$WORK/nopt")
 u=-; [ "$URING" = 1 ] && u=$(roundtrip "$WORK/uring")
-row "ioctl round trip (us)" "$(roundtrip "$WORK/native")" "$(roundtrip "$WORK/bindfs")" "$(roundtrip "$WORK/hearth")" "$w" "$u"
+RTT_HEARTH=$(roundtrip "$WORK/hearth")
+row "ioctl round trip (us)" "$(roundtrip "$WORK/native")" "$(roundtrip "$WORK/bindfs")" "$RTT_HEARTH" "$w" "$u"
 
 # hearth = passthrough (auto); hearth-nopt = --passthrough off (writeback cache);
 # hearth-uring = passthrough (auto) and --io-uring.
@@ -284,7 +285,7 @@ done
 # exposed to the host's drift over the run; and the floor the protocol sets: the
 # requests a caller waits for (counted in round 1, find included) times one round
 # trip as measured above, which no daemon can go below on this machine and kernel.
-python3 - "${META_S[native]}" "${META_S[hearth]}" "$((SYNC_AFTER - SYNC_BEFORE))" "$FILES" "$(echo "${ROWS[-1]}" | cut -d'|' -f4)" <<'PY'
+python3 - "${META_S[native]}" "${META_S[hearth]}" "$((SYNC_AFTER - SYNC_BEFORE))" "$FILES" "$RTT_HEARTH" <<'PY'
 import statistics, sys
 native = [float(x) for x in sys.argv[1].split()]; hearth = [float(x) for x in sys.argv[2].split()]
 requests, files, rtt = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
