@@ -97,11 +97,7 @@ final class MountedVolume: @unchecked Sendable {
         process = p
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            // A stale mount of a crashed daemon is also a FUSE mount in mountinfo:
-            // wait for one that answers. statfs always reaches the daemon; stat of
-            // the root can be answered from the kernel's attribute cache.
-            var fs = statvfs()
-            if Self.isFuseMount(target) && statvfs(target, &fs) == 0 { return }
+            if Self.isLiveMount(target) { return }
             guard p.isRunning else { throw HarnessError("hearth mount exited with \(p.terminationStatus)") }
             usleep(20_000)
         }
@@ -156,12 +152,18 @@ final class MountedVolume: @unchecked Sendable {
 
     func path(_ name: String) -> String { mountpoint + "/" + name }
 
-    static func isFuseMount(_ path: String) -> Bool {
-        guard let info = ProcFile.read("/proc/self/mountinfo") else { return false }
-        return info.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && fields[4] == path && line.contains(" - fuse")
-        }
+    /// Whether a live daemon serves `path`, asked of `path` in one statvfs(2), which
+    /// always reaches the daemon (stat of the root can be answered from the kernel's
+    /// attribute cache): a crashed daemon's stale mount answers ENOTCONN, and the bare
+    /// directory beneath it answers with its parent's filesystem id (a FUSE mount's is
+    /// 0). Asked in two steps (a FUSE line in mountinfo, then statvfs), the new daemon
+    /// could detach the stale mount in between, and statvfs then answered from the
+    /// bare directory before the new mount was made: the test's next open found no
+    /// such file.
+    static func isLiveMount(_ path: String) -> Bool {
+        var parent = statvfs(), target = statvfs()
+        guard statvfs((path as NSString).deletingLastPathComponent, &parent) == 0 else { return false }
+        return statvfs(path, &target) == 0 && target.f_fsid != parent.f_fsid
     }
 }
 
