@@ -188,24 +188,23 @@ meta() { # dir round -> seconds for create+stat+unlink, seconds for find
   local dir=$1/meta-$2
   mkdir -p "$dir"
   drop
-  local t0=$(date +%s.%N)
+  # Timed inside one interpreter: python3 here is a pyenv shim that takes 0.11-0.18 s
+  # to start (more after drop_caches), and two start-ups inside the timed span added
+  # ~0.3 s to every target's row until session 14, pulling every ratio toward 1.
   python3 - "$dir" "$FILES" <<'PY'
-import os, sys
+import os, subprocess, sys, time
 d, n = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter()
 for i in range(n):
     with open(f"{d}/f{i}", "w") as f: f.write("x")
 for i in range(n): os.stat(f"{d}/f{i}")
-PY
-  local t1=$(date +%s.%N)
-  find "$dir" >/dev/null
-  local t2=$(date +%s.%N)
-  python3 - "$dir" "$FILES" <<'PY'
-import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
+t1 = time.perf_counter()
+subprocess.run(["find", d], stdout=subprocess.DEVNULL, check=True)
+t2 = time.perf_counter()
 for i in range(n): os.unlink(f"{d}/f{i}")
+t3 = time.perf_counter()
+print("%.3f %.3f" % ((t1 - t0) + (t3 - t2), t2 - t1))
 PY
-  local t3=$(date +%s.%N)
-  python3 -c "import sys; a=[float(x) for x in sys.argv[1:]]; print('%.3f %.3f' % ((a[1]-a[0])+(a[3]-a[2]), a[2]-a[1]))" $t0 $t1 $t2 $t3
 }
 # The metadata rows are short and swing from run to run (on ext4 without a journal,
 # native itself took 0.68-1.73 s for the same row on one day: the inode allocator
