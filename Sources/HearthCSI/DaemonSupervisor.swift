@@ -118,6 +118,7 @@ public final class DaemonSupervisor: Sendable {
             }
             if MountTable.isMountPoint(mountpoint) { return }
         }
+        await clearDeadMount(mountpoint)
         let keeper = try launch.keeperDirectory.map { dir in
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             return try FDKeeper(socketPath: keeperSocket(volumeID)!)
@@ -214,6 +215,39 @@ public final class DaemonSupervisor: Sendable {
         }
     }
 
+    /// Detaches a mount whose daemon died unsupervised (a node plugin restarted
+    /// without a hand-over): it stays in the mount table, answering ENOTCONN, and
+    /// ``waitForMount`` took it for the new daemon's. NodeStage then returned before
+    /// the new daemon had mounted, and NodePublish could bind the dead mount. The
+    /// new daemon would detach it too, but only once it is about to mount.
+    ///
+    /// statvfs reaches the daemon (stat can be answered from the kernel's cache), so
+    /// it runs on a thread of its own: a live daemon that does not answer within
+    /// ``deadMountProbeTimeout`` keeps its mount.
+    private func clearDeadMount(_ mountpoint: String) async {
+        guard MountTable.mount(at: mountpoint)?.fsType.hasPrefix("fuse") == true else { return }
+        let probe = DeadMountProbe()
+        let dead = await withCheckedContinuation { (done: CheckedContinuation<Bool, Never>) in
+            probe.set(done)
+            Thread {
+                var fs = statvfs()
+                probe.answer(statvfs(mountpoint, &fs) != 0 && errno == ENOTCONN)
+            }.start()
+            Task {
+                try? await Task.sleep(for: Self.deadMountProbeTimeout)
+                probe.answer(false)
+            }
+        }
+        guard dead else { return }
+        if umount2(mountpoint, Int32(MNT_DETACH)) == 0 {
+            logger.info("detached a dead daemon's mount", metadata: ["path": "\(mountpoint)"])
+        } else {
+            logger.warning("cannot detach a dead daemon's mount: errno \(errno)", metadata: ["path": "\(mountpoint)"])
+        }
+    }
+
+    static let deadMountProbeTimeout: Duration = .seconds(2)
+
     private func waitForMount(_ mountpoint: String, daemon: Daemon, process: Process) async throws {
         let giveUp = ContinuousClock.now + launch.mountTimeout
         func mounted() -> Bool { MountTable.mount(at: mountpoint)?.fsType.hasPrefix("fuse") == true }
@@ -285,4 +319,13 @@ public final class DaemonSupervisor: Sendable {
         guard let data = FileManager.default.contents(atPath: logPath(volumeID)) else { return "(no log)" }
         return String(decoding: data.suffix(bytes), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
+}
+
+/// The first answer of a mount probe, from the probing thread or the timeout.
+private final class DeadMountProbe: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+
+    func set(_ done: CheckedContinuation<Bool, Never>) { continuation.withLock { $0 = done } }
+
+    func answer(_ dead: Bool) { continuation.withLock { $0.take() }?.resume(returning: dead) }
 }
