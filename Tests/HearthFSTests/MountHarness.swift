@@ -142,6 +142,14 @@ final class MountedVolume: @unchecked Sendable {
         p.waitUntilExit()
     }
 
+    /// Kills the daemon as ``crash()`` does and tells whether its mount was left
+    /// dead (ENOTCONN), as a crashed daemon's is.
+    func crashLeavesDeadMount() -> Bool {
+        crash()
+        var fs = statvfs()
+        return statvfs(mountpoint, &fs) != 0 && errno == ENOTCONN
+    }
+
     var pid: Int32? { process?.processIdentifier }
 
     func cleanup() {
